@@ -1,0 +1,88 @@
+"""The supervisor: one feed task per symbol, one writer task, signals, shutdown.
+
+A feed that crashes (a bug) is logged with its traceback and restarted alone,
+its restart marked by a `resync` record with reason `error`. A writer that
+crashes ends the process non-zero, so systemd or Docker restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import structlog
+
+from collector.backoff import TokenBucket
+from collector.config import Config
+from collector.feed import Feed
+from collector.writer import Writer
+
+log = structlog.get_logger("app")
+
+FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.writer = Writer(cfg.output.dir, cfg.output.queue_size, cfg.output.batch_max)
+        bucket = TokenBucket(cfg.feed.max_connects_per_minute, cfg.feed.max_connects_per_minute,
+                             time.monotonic())
+        self.feeds = {s: Feed(s, cfg, self.writer, bucket) for s in cfg.feed.symbols}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, handle_signals: bool = True) -> int:
+        """Run until stop() or a signal; return the exit status."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        self.cfg.output.dir.mkdir(parents=True, exist_ok=True)
+        writer = asyncio.create_task(self.writer.run(), name="writer")
+        feeds = [asyncio.create_task(self._guard(f), name=f"feed-{f.symbol}")
+                 for f in self.feeds.values()]
+        log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
+                 url=self.cfg.feed.url)
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
+        if writer.done():
+            stop.cancel()
+            for t in feeds:
+                t.cancel()
+            exc = writer.exception() if not writer.cancelled() else None
+            log.critical("writer died; exiting", error=repr(exc), exc_info=exc)
+            return 1
+        started = time.monotonic()
+        for f in self.feeds.values():
+            f.stop()
+        _, pending = await asyncio.wait(feeds, timeout=FEED_STOP_TIMEOUT_S)
+        for t in pending:
+            t.cancel()
+        await self.writer.stop()
+        await writer
+        log.info("stopped", seconds=round(time.monotonic() - started, 3),
+                 lines=sum(self.writer.lines_written.values()),
+                 bytes=sum(self.writer.bytes_written.values()),
+                 dropped=self.writer.dropped_total)
+        return 0
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal received, stopping", signal=sig.name)
+        self.stop()
+
+    async def _guard(self, feed: Feed) -> None:
+        reason, detail = "start", {}
+        while True:
+            try:
+                await feed.run(reason, **detail)
+                return
+            except Exception as exc:
+                if feed.stopping:
+                    return
+                feed.log.exception("feed crashed; restarting it")
+                reason, detail = "error", {"detail": repr(exc)[:200]}
+                await asyncio.sleep(1.0)  # crash loops still draw on the connection budget

@@ -1,0 +1,196 @@
+"""TOML configuration -> frozen dataclasses.
+
+Every error names the key and the file, and the CLI turns it into exit status 78
+(EX_CONFIG), which systemd's RestartPreventExitStatus=78 keeps from looping.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+EX_CONFIG = 78
+_SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    symbols: tuple[str, ...]
+    url: str = "wss://api.gemini.com/v1/marketdata"
+    trades: bool = True
+    stale_after_s: float = 15.0
+    snapshot_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    healthy_after_s: float = 60.0  # a stream up this long resets the backoff
+    connect_burst: int = 5
+    connects_per_minute: float = 1.0
+    max_connects_per_minute: float = 60.0
+    refused_retry_s: float = 300.0  # a symbol the exchange does not know (404)
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class BookConfig:
+    depth: int = 10
+    emit: str = "change"
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: Path = Path("data")
+    queue_size: int = 10000
+    batch_max: int = 1000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    feed: FeedConfig
+    book: BookConfig = field(default_factory=BookConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: Path | None = None
+
+
+_SECTIONS: dict[str, type] = {
+    "feed": FeedConfig,
+    "book": BookConfig,
+    "output": OutputConfig,
+    "log": LogConfig,
+}
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(raw, path)
+
+
+def from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
+    where = str(path) if path else "<config>"
+
+    def fail(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {why}")
+
+    for name in raw:
+        if name not in _SECTIONS:
+            raise fail(name, f"unknown section (known: {', '.join(_SECTIONS)})")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise fail(name, "must be a table")
+        sections[name] = _build(cls, name, table, fail)
+    _check(sections, fail)
+    return Config(path=path, **sections)
+
+
+def _build(cls: type, section: str, table: dict[str, Any], fail: Any) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{section}.{key}"
+        if key not in known:
+            raise fail(dotted, f"unknown key (known: {', '.join(known)})")
+        values[key] = _coerce(dotted, known[key].type, value, fail)
+    missing = [
+        n for n, f in known.items() if n not in values and _no_default(f)
+    ]
+    if missing:
+        raise fail(f"{section}.{missing[0]}", "required key is missing")
+    return cls(**values)
+
+
+def _no_default(f: Any) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _coerce(key: str, typ: str, value: Any, fail: Any) -> Any:
+    # Field types are strings (from __future__ annotations); keep the set small.
+    if typ == "bool":
+        if not isinstance(value, bool):
+            raise fail(key, f"must be true or false, got {value!r}")
+        return value
+    if typ == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(key, f"must be an integer, got {value!r}")
+        return value
+    if typ == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(key, f"must be a number, got {value!r}")
+        return float(value)
+    if typ == "str":
+        if not isinstance(value, str):
+            raise fail(key, f"must be a string, got {value!r}")
+        return value
+    if typ == "Path":
+        if not isinstance(value, str) or not value:
+            raise fail(key, f"must be a non-empty path string, got {value!r}")
+        return Path(value)
+    if typ == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(key, f"must be a list of strings, got {value!r}")
+        return tuple(value)
+    raise AssertionError(f"unhandled config type {typ}")  # pragma: no cover
+
+
+def _check(s: dict[str, Any], fail: Any) -> None:
+    feed: FeedConfig = s["feed"]
+    if not feed.symbols:
+        raise fail("feed.symbols", "must list at least one symbol")
+    for sym in feed.symbols:
+        if not _SYMBOL.match(sym):
+            raise fail("feed.symbols", f"{sym!r} is not an upper-case Gemini symbol such as BTCUSD")
+    if len(set(feed.symbols)) != len(feed.symbols):
+        raise fail("feed.symbols", "lists a symbol twice")
+    if not feed.url.startswith(("ws://", "wss://")):
+        raise fail("feed.url", f"must start with ws:// or wss://, got {feed.url!r}")
+    positive = (
+        "stale_after_s", "snapshot_timeout_s", "backoff_initial_s", "backoff_max_s",
+        "connects_per_minute", "max_connects_per_minute", "refused_retry_s",
+        "ping_interval_s", "ping_timeout_s",
+    )
+    for name in positive:
+        if getattr(feed, name) <= 0:
+            raise fail(f"feed.{name}", "must be greater than 0")
+    if feed.healthy_after_s < 0:
+        raise fail("feed.healthy_after_s", "must be 0 or more")
+    if feed.backoff_max_s < feed.backoff_initial_s:
+        raise fail("feed.backoff_max_s", "must be at least feed.backoff_initial_s")
+    if feed.connect_burst < 1:
+        raise fail("feed.connect_burst", "must be at least 1")
+    book: BookConfig = s["book"]
+    if not 1 <= book.depth <= 1000:
+        raise fail("book.depth", f"must be between 1 and 1000, got {book.depth}")
+    if book.emit not in ("change", "every"):
+        raise fail("book.emit", f"must be \"change\" or \"every\", got {book.emit!r}")
+    out: OutputConfig = s["output"]
+    if out.queue_size < 1:
+        raise fail("output.queue_size", "must be at least 1")
+    if out.batch_max < 1:
+        raise fail("output.batch_max", "must be at least 1")
+    level = s["log"].level
+    if level not in _LEVELS:
+        raise fail("log.level", f"must be one of {', '.join(_LEVELS)}, got {level!r}")

@@ -1,0 +1,217 @@
+"""One symbol's feed: connect, stream into a `Stream`, resync, back off (I/O shell).
+
+States: waiting for a connection token -> connecting -> awaiting snapshot ->
+live -> (break) -> backing off -> waiting for a token ... until stop().
+
+A break is marked in the file by one `resync` record: the first failure after
+the stream was last live (or after start) writes it; further failed attempts
+before the next live stream are logged, not written. `start` (or `error`
+after a crash) is written when the feed (re)starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from collector import records
+from collector.backoff import Backoff, TokenBucket, acquire_wait
+from collector.config import Config
+from collector.gemini.v1 import stream_url
+from collector.stream import Counts, Stream, StreamBroken
+from collector.writer import Writer
+
+_unknown_logged: set[str] = set()  # unknown event types are logged once per process
+
+
+@dataclass
+class FeedStats(Counts):
+    connects: int = 0
+    resyncs: Counter[str] = field(default_factory=Counter)
+    unknown: Counter[str] = field(default_factory=Counter)
+    live: bool = False
+    last_frame: float = 0.0  # monotonic time of the last frame received
+
+
+class Feed:
+    def __init__(self, symbol: str, cfg: Config, writer: Writer, process_bucket: TokenBucket,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.symbol = symbol
+        self.cfg = cfg.feed
+        self.depth = cfg.book.depth
+        self.emit_every = cfg.book.emit == "every"
+        self.writer = writer
+        self.clock = clock
+        self.log = structlog.get_logger("feed").bind(symbol=symbol)
+        self.stats = FeedStats()
+        self.backoff = Backoff(self.cfg.backoff_initial_s, self.cfg.backoff_max_s, rng)
+        self.buckets = (
+            TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock()),
+            process_bucket,
+        )
+        self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
+        self._stopping = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._failures = 0  # failed attempts since the stream was last live
+        self._stream: Stream | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Finish the frame in hand, close the socket and return from run()."""
+        self._stopping.set()
+        if self._ws is not None:
+            self._ws.transport.abort()  # nothing more is wanted from it; don't wait on a peer
+
+    async def run(self, reason: str = "start", **detail: Any) -> None:
+        await self._emit(records.resync(self.symbol, reason, time.time_ns(), **detail))
+        self._failures = 0
+        while not self._stopping.is_set():
+            if not await self._acquire():
+                break
+            delay = await self._session()
+            await self._sleep(delay)
+        self.stats.live = False
+
+    async def _acquire(self) -> bool:
+        """Wait for a token from this symbol's and the process's budgets."""
+        while True:
+            wait = acquire_wait(self.buckets, self.clock())
+            if wait == 0:
+                return True
+            if wait >= 1:
+                self.log.info("waiting for connection budget", seconds=round(wait, 1))
+            if await self._sleep(wait):
+                return False
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True if stop() came."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+        return self._stopping.is_set()
+
+    async def _session(self) -> float:
+        """One connection, from handshake to break; returns the delay before the next."""
+        cfg = self.cfg
+        self.stats.connects += 1
+        try:
+            ws = await connect(
+                self.url, open_timeout=cfg.snapshot_timeout_s, ping_interval=cfg.ping_interval_s,
+                ping_timeout=cfg.ping_timeout_s, close_timeout=2, max_size=64 * 2**20,
+                max_queue=64, compression=None, user_agent_header=None,
+            )
+        except InvalidStatus as exc:
+            return await self._refused(exc)
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            await self._break("closed", detail=f"connect failed: {exc!r}")
+            return self.backoff.next_delay()
+        if self._stopping.is_set():
+            await ws.close()
+            return 0.0
+        self._ws = ws
+        self.log.info("connected", url=self.url)
+        live_since: float | None = None
+        stream = self._stream = Stream(self.symbol, self.depth, self.emit_every, self._unknown, self.stats)
+        try:
+            while True:
+                timeout = cfg.stale_after_s if live_since is not None else cfg.snapshot_timeout_s
+                try:
+                    async with asyncio.timeout(timeout):
+                        raw = await ws.recv(decode=False)
+                except TimeoutError:
+                    if live_since is None:
+                        raise StreamBroken("snapshot_timeout", detail=f"no snapshot in {timeout} s") from None
+                    raise StreamBroken("stale", detail=f"no frame for {timeout} s") from None
+                except ConnectionClosed as exc:
+                    if self._stopping.is_set():
+                        return 0.0
+                    raise StreamBroken("closed", detail=_close_detail(exc)) from None
+                recv_ns = time.time_ns()
+                self.stats.last_frame = self.clock()
+                data = stream.feed(raw, recv_ns)
+                if live_since is None and stream.live:
+                    live_since = self.clock()
+                    self._went_live()
+                if data:
+                    await self.writer.put(self.symbol, data)
+        except StreamBroken as broken:
+            if live_since is not None and self.clock() - live_since >= cfg.healthy_after_s:
+                self.backoff.reset()
+            await self._break(broken.reason, **broken.fields)
+            return self.backoff.next_delay()
+        finally:
+            self._ws = None
+            self.stats.live = False
+            ws.transport.abort() if self._stopping.is_set() else await ws.close()
+
+    def _went_live(self) -> None:
+        self.stats.live = True
+        self._failures = 0
+        self.log.info("live", levels=self._levels())
+
+    async def _refused(self, exc: InvalidStatus) -> float:
+        status = exc.response.status_code
+        retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+        if status == 404:
+            self.log.error("exchange does not know this symbol (HTTP 404); retrying slowly",
+                           retry_in_s=self.cfg.refused_retry_s)
+            await self._break("refused", status=status, detail="unknown or delisted symbol")
+            return self.cfg.refused_retry_s
+        await self._break("refused", status=status, retry_after=retry_after)
+        return max(self.backoff.next_delay(), retry_after or 0.0)
+
+    async def _break(self, reason: str, **fields: Any) -> None:
+        self.stats.resyncs[reason] += 1
+        first = self._failures == 0
+        self._failures += 1
+        self.log.warning("resync", reason=reason, attempt=self._failures, **fields)
+        if first:
+            await self._emit(records.resync(self.symbol, reason, time.time_ns(), **fields))
+
+    async def _emit(self, data: bytes) -> None:
+        await self.writer.put(self.symbol, data)
+
+    def _unknown(self, kind: str) -> None:
+        self.stats.unknown[kind] += 1
+        if kind not in _unknown_logged:
+            _unknown_logged.add(kind)
+            self.log.warning("unknown event type skipped", kind=kind)
+
+    def _levels(self) -> dict[str, int]:
+        book = self._stream.book if self._stream else None
+        return {"bids": len(book.bids), "asks": len(book.asks)} if book else {}
+
+    def best(self) -> tuple[str | None, str | None]:
+        """Best bid and ask prices of the live book, for status displays."""
+        book = self._stream.book if self._stream and self.stats.live else None
+        if book is None:
+            return None, None
+        bid, ask = book.bids.top(1), book.asks.top(1)
+        return (bid[0][0] if bid else None), (ask[0][0] if ask else None)
+
+
+def _close_detail(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "connection lost without a close frame"
+    return f"closed by peer: code {exc.rcvd.code} {exc.rcvd.reason!r}".rstrip()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date; the backoff applies instead

@@ -1,0 +1,178 @@
+"""Gemini market-data v1: stream URL and frame parsing (pure, no I/O).
+
+A v1 stream is one WebSocket per symbol. Every frame carries `socket_sequence`,
+0 for the snapshot frame and +1 for every later frame, heartbeats included
+(PROTOCOL.md 1.5). `parse` turns one frame into a `Heartbeat`, an `Update` or an
+`UnknownFrame`, or raises `InvalidFrame`; it checks shapes and decimal syntax
+so the book never sees a value it cannot key exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Union
+
+import orjson
+
+# Plain non-negative decimals as Gemini writes them ("0", "6513.20", "0.00000001").
+_DECIMAL = re.compile(r"\d+(?:\.\d+)?\Z")
+_SAMPLE_BYTES = 200
+
+
+def stream_url(base: str, symbol: str, trades: bool) -> str:
+    """Every filter explicit: the two doc generations disagree on defaults."""
+    return (
+        f"{base.rstrip('/')}/{symbol}?heartbeat=true&bids=true&offers=true"
+        f"&trades={'true' if trades else 'false'}&top_of_book=false"
+    )
+
+
+class InvalidFrame(ValueError):
+    """A frame that breaks the protocol; `sample` is its first bytes for the log."""
+
+    def __init__(self, why: str, raw: bytes | str) -> None:
+        super().__init__(why)
+        self.why = why
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        self.sample = text[:_SAMPLE_BYTES]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    side: str  # "bid" | "ask"
+    price: str
+    remaining: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    tid: int
+    price: str
+    amount: str
+    maker_side: str | None  # "bid" | "ask" | "auction"; None for block trades
+    block: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Auction:
+    kind: str  # auction_open | auction_indicative | auction_result
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    kind: str
+
+
+Event = Union[Change, Trade, Auction, UnknownEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    seq: int
+    event_id: int
+    timestamp_ms: int | None  # the snapshot frame has none
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """A frame type nobody knows yet; it still holds a sequence number."""
+
+    seq: int
+    kind: str
+
+
+Frame = Union[Heartbeat, Update, UnknownFrame]
+
+_MAKER_SIDES = ("bid", "ask", "auction")
+_AUCTIONS = ("auction_open", "auction_indicative", "auction_result")
+
+
+def parse(raw: bytes | str) -> Frame:
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidFrame("not JSON", raw) from None
+    if not isinstance(msg, dict):
+        raise InvalidFrame("not a JSON object", raw)
+    seq = msg.get("socket_sequence")
+    if not _is_int(seq) or seq < 0:
+        raise InvalidFrame("socket_sequence missing or not a non-negative integer", raw)
+    kind = msg.get("type")
+    if kind == "heartbeat":
+        return Heartbeat(seq)
+    if kind != "update":
+        if isinstance(kind, str):
+            return UnknownFrame(seq, kind)
+        raise InvalidFrame("type missing", raw)
+    event_id = msg.get("eventId")
+    if not _is_int(event_id):
+        raise InvalidFrame("eventId missing or not an integer", raw)
+    ts = msg.get("timestampms")
+    if ts is not None and not _is_int(ts):
+        raise InvalidFrame("timestampms not an integer", raw)
+    events = msg.get("events")
+    if not isinstance(events, list):
+        raise InvalidFrame("events missing or not a list", raw)
+    try:
+        parsed = tuple(_event(e) for e in events)
+    except _BadEvent as exc:
+        raise InvalidFrame(str(exc), raw) from None
+    return Update(seq, event_id, ts, parsed)
+
+
+class _BadEvent(Exception):
+    pass
+
+
+def _event(e: Any) -> Event:
+    if not isinstance(e, dict):
+        raise _BadEvent("event is not an object")
+    kind = e.get("type")
+    if kind == "change":
+        side = e.get("side")
+        if side != "bid" and side != "ask":
+            raise _BadEvent(f"change side {side!r}")
+        price = _decimal(e, "price")
+        if not price.strip("0."):
+            raise _BadEvent("change price is zero")
+        reason = e.get("reason")
+        return Change(side, price, _decimal(e, "remaining"), reason if isinstance(reason, str) else "")
+    if kind == "trade":
+        maker = e.get("makerSide")
+        if maker not in _MAKER_SIDES:
+            raise _BadEvent(f"trade makerSide {maker!r}")
+        return Trade(_tid(e), _decimal(e, "price"), _decimal(e, "amount"), maker)
+    if kind == "block_trade":
+        return Trade(_tid(e), _decimal(e, "price"), _decimal(e, "amount"), None, block=True)
+    if kind in _AUCTIONS:
+        return Auction(kind, {k: v for k, v in e.items() if k != "type"})
+    if isinstance(kind, str):
+        return UnknownEvent(kind)
+    raise _BadEvent("event type missing")
+
+
+def _decimal(e: dict[str, Any], key: str) -> str:
+    value = e.get(key)
+    if not isinstance(value, str) or not _DECIMAL.match(value):
+        raise _BadEvent(f"{e.get('type')} {key} {value!r} is not a decimal string")
+    return value
+
+
+def _tid(e: dict[str, Any]) -> int:
+    tid = e.get("tid")
+    if not _is_int(tid):
+        raise _BadEvent(f"{e.get('type')} tid {tid!r} is not an integer")
+    return tid  # type: ignore[no-any-return]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
