@@ -32,7 +32,7 @@ class StreamBroken(Exception):
 class Counts:
     """Running totals; a feed passes one object to each of its Streams."""
 
-    updates: int = 0  # frames that changed the book (the snapshot excluded)
+    updates: int = 0  # frames carrying book changes (the snapshot excluded)
     trades: int = 0
 
 

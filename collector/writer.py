@@ -28,7 +28,8 @@ from collector import records
 
 log = structlog.get_logger("writer")
 
-_STOP = ("", b"")  # sentinel queued by stop(); the writer ends after it
+_STOP = ("", b"")
+_os_write = os.write  # the seam tests use to inject ENOSPC and short writes  # sentinel queued by stop(); the writer ends after it
 
 
 class SymbolFile:
@@ -39,7 +40,7 @@ class SymbolFile:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "current.jsonl"
         created = not self.path.exists()
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self.size = cut_partial_line(self.fd, self.path)
         if created:
             fsync_dir(folder)
@@ -50,7 +51,7 @@ class SymbolFile:
         done = 0
         try:
             while done < len(data):
-                done += os.write(self.fd, view[done:])
+                done += _os_write(self.fd, view[done:])
         except OSError:
             if done:
                 os.ftruncate(self.fd, self.size)
@@ -127,12 +128,14 @@ class Writer:
             while not stopping:
                 batch: dict[str, list[bytes]] = defaultdict(list)
                 item = await queue.get()
-                for _ in range(self.batch_max):
+                taken = 0
+                while True:
                     if item is _STOP:
                         stopping = True
                         break
                     batch[item[0]].append(item[1])
-                    if queue.empty():
+                    taken += 1
+                    if taken == self.batch_max or queue.empty():
                         break
                     item = queue.get_nowait()
                 if batch:
@@ -147,22 +150,22 @@ class Writer:
 
     def _write_batch(self, batch: dict[str, list[bytes]]) -> None:
         for symbol, chunks in batch.items():
-            f = self.files.get(symbol)
-            if f is None:
-                f = self.files[symbol] = SymbolFile(self.directory, symbol)
             data = b"".join(chunks)
             lines = data.count(b"\n")
             if self.dropped[symbol]:
                 data = records.resync(symbol, "dropped", time.time_ns(),
                                       dropped=self.dropped[symbol]) + data
             try:
+                f = self.files.get(symbol)
+                if f is None:
+                    f = self.files[symbol] = SymbolFile(self.directory, symbol)
                 f.write(data)
             except OSError as exc:
                 self.write_errors += 1
                 self.dropped_total += lines
                 if not self.dropped[symbol]:
-                    log.error("write failed, dropping lines", symbol=symbol, path=str(f.path),
-                              error=str(exc), lines=lines)
+                    log.error("write failed, dropping lines", symbol=symbol,
+                              path=str(self.directory / symbol), error=str(exc), lines=lines)
                 self.dropped[symbol] += lines
                 continue
             if self.dropped[symbol]:

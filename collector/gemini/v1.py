@@ -15,9 +15,9 @@ from typing import Any, Union
 
 import orjson
 
-# Plain non-negative decimals as Gemini writes them ("0", "6513.20", "0.00000001").
-_DECIMAL = re.compile(r"\d+(?:\.\d+)?\Z")
-_SAMPLE_BYTES = 200
+# Plain non-negative ASCII decimals as Gemini writes them ("0", "6513.20", "0.00000001").
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+_SAMPLE_CHARS = 200
 
 
 def stream_url(base: str, symbol: str, trades: bool) -> str:
@@ -35,7 +35,7 @@ class InvalidFrame(ValueError):
         super().__init__(why)
         self.why = why
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        self.sample = text[:_SAMPLE_BYTES]
+        self.sample = text[:_SAMPLE_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

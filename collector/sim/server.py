@@ -1,0 +1,308 @@
+"""``SimExchange``: a simulated Gemini (v1 market data WebSocket + public REST) on one port.
+
+One ``websockets`` server: ``process_request`` answers REST GETs and refuses or rejects
+handshakes; accepted ``/v1/marketdata/{SYMBOL}`` connections are attached to that
+symbol's hub, which broadcasts one market to all of its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import rest
+from .connection import Connection
+from .faults import Fault, FaultKind, RandomFaults, parse_fault_spec
+from .frames import Subscription
+from .hub import SymbolHub
+from .market import FlowParams, IdSource, Market
+from .stats import Notifier, SymbolStats
+from .symbols import SymbolSpec, spec_for
+from .truth import TruthCursor, TruthWriter
+
+__all__ = ["SimExchange", "run_simulator"]
+
+log = logging.getLogger("collector.sim")
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _ws_symbol(path: str) -> str | None:
+    """``/v1/marketdata/btcusd`` -> ``BTCUSD``; None for any other path."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) == 3 and parts[0] == "v1" and parts[1] == "marketdata":
+        return parts[2].upper()
+    return None
+
+
+def _json_response(status: int, body: Any, extra: Iterable[tuple[str, str]] = ()) -> Response:
+    data = orjson.dumps(body)
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+        *extra,
+    ])
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+class SimExchange:
+    """A simulated Gemini exchange.
+
+    ``symbols`` get an active market (``rate`` updates per second each; 0 = as fast as the
+    fastest connection drains them; None = no automatic flow, call ``advance``).
+    ``listed`` adds symbols that are listed (REST, WebSocket accepted) but quiet: a book,
+    a snapshot, heartbeats, and no updates. Any other symbol gets 404.
+    """
+
+    def __init__(
+        self,
+        symbols: Iterable[str] = ("BTCUSD",),
+        seed: int = 1,
+        rate: float | None = 50.0,
+        heartbeat_s: float = 5.0,
+        depth: int = 500,
+        faults: str = "",
+        ping_interval: float | None = 20.0,
+        listed: Iterable[str] | None = None,
+        *,
+        send_buffer: int = 10_000,
+        close_timeout: float = 1.0,
+        record_truth: bool = True,
+        truth_path: str | Path | None = None,
+        flow: FlowParams | None = None,
+        clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        active = list(dict.fromkeys(s.upper() for s in symbols))
+        quiet = [s for s in dict.fromkeys(s.upper() for s in listed or ()) if s not in active]
+        if not active and not quiet:
+            raise ValueError("at least one symbol is required")
+        if rate is not None and rate < 0:
+            raise ValueError("rate must be >= 0 (0 = unlimited) or None (manual)")
+        if heartbeat_s <= 0:
+            raise ValueError("heartbeat_s must be > 0")
+        if send_buffer < 1:
+            raise ValueError("send_buffer must be >= 1")
+        self.seed = seed
+        self.rate = rate
+        self.heartbeat_s = heartbeat_s
+        self.ping_interval = ping_interval
+        self.send_buffer = send_buffer
+        self.close_timeout = close_timeout
+        self.clock_ms = clock_ms
+        self.specs: dict[str, SymbolSpec] = {s: spec_for(s) for s in active + quiet}
+        rates = parse_fault_spec(faults)
+        self._notifier = Notifier()
+        self._writer = TruthWriter(truth_path) if truth_path is not None else None
+        event_ids = IdSource(1_764_559_146_000_000)
+        trade_ids = IdSource(2_840_141_029_000_000)
+        self._hubs: dict[str, SymbolHub] = {}
+        for sym, spec in self.specs.items():
+            market = Market(spec, seed, depth, event_ids, trade_ids, flow)
+            self._hubs[sym] = SymbolHub(
+                market, active=sym in active, random_faults=RandomFaults(rates, f"{seed}:{sym}"),
+                notifier=self._notifier, clock_ms=clock_ms, seed=seed,
+                record_truth=record_truth, truth_writer=self._writer)
+        self.stats: dict[str, SymbolStats] = {s: h.stats for s, h in self._hubs.items()}
+        self.rejected_unknown = 0  # handshakes for unlisted symbols (404)
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conn_ids = itertools.count(1)
+        self.host = ""
+        self.port = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if self._server is not None:
+            raise RuntimeError("already started")
+        self._server = await serve(
+            self._handler, host, port, process_request=self._process_request,
+            ping_interval=self.ping_interval, close_timeout=self.close_timeout,
+            compression=None,  # keep CPU for the benchmark; v1 clients work without it
+        )
+        sock = next(iter(self._server.sockets))
+        self.host, self.port = sock.getsockname()[:2]
+        if self.rate is not None:
+            for hub in self._hubs.values():
+                if hub.active:
+                    task = asyncio.create_task(hub.run_flow(self.rate), name=f"sim-flow-{hub.symbol}")
+                    task.add_done_callback(self._flow_done)
+                    self._tasks.append(task)
+        log.info("simulator listening on %s", self.ws_url)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def __aenter__(self) -> SimExchange:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    @staticmethod
+    def _flow_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("market flow crashed", exc_info=task.exception())
+
+    # ---- addresses -----------------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        """Base URL; a client appends ``/SYMBOL?flags``."""
+        return f"ws://{self.host}:{self.port}/v1/marketdata"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def symbols(self) -> list[str]:
+        """Listed symbols (active first), upper case."""
+        return list(self._hubs)
+
+    # ---- control and observation ----------------------------------------------------------
+
+    def _hub(self, symbol: str) -> SymbolHub:
+        try:
+            return self._hubs[symbol.upper()]
+        except KeyError:
+            raise KeyError(f"{symbol!r} is not listed on this simulator") from None
+
+    def inject(self, symbol: str, kind: str | FaultKind, **params: Any) -> None:
+        """Arm a one-shot fault for a symbol (see faults.py / README for exact timing)."""
+        self._hub(symbol).inject(Fault.make(kind, **params))
+
+    def advance(self, symbol: str, n: int = 1) -> None:
+        """Publish n market updates for a symbol right now (any rate, even None)."""
+        self._hub(symbol).advance(n)
+
+    def market(self, symbol: str) -> Market:
+        return self._hub(symbol).market
+
+    def truth(self, symbol: str) -> TruthCursor:
+        """A new cursor over the symbol's true book history."""
+        log_ = self._hub(symbol).truth_log
+        if log_ is None:
+            raise RuntimeError("truth recording is off (record_truth=False)")
+        return log_.cursor()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Return once ``predicate()`` is true; TimeoutError after ``timeout`` seconds.
+        Re-checked on every counter change (and every 20 ms)."""
+        await self._notifier.wait_for(predicate, timeout)
+
+    # ---- websockets hooks -----------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        symbol = _ws_symbol(path)
+        if symbol is None:
+            status, body = rest.route(path, query, self.specs,
+                                      {s: h.market for s, h in self._hubs.items()},
+                                      self.clock_ms() // 1000)
+            parts = [p for p in path.split("/") if p]
+            hub = self._hubs.get(parts[-1].upper()) if parts else None
+            if hub is not None:
+                hub.stats.rest_requests += 1
+            return _json_response(status, body)
+        hub = self._hubs.get(symbol)
+        if hub is None:
+            self.rejected_unknown += 1
+            self._notifier.notify()
+            raw = path.rstrip("/").rsplit("/", 1)[-1]
+            return _json_response(404, rest.error_body(
+                "InvalidSymbol", f"Supplied value '{raw}' is not a valid symbol"))
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return None  # websockets answers 426
+        refusal = hub.take_refusal()
+        if refusal is not None:
+            hub.stats.refused += 1
+            status = int(refusal.params["status"])
+            retry = refusal.params["retry_after"]
+            reason = "RateLimited" if status == 429 else "ServiceUnavailable"
+            return _json_response(status, rest.error_body(reason, "Try again later"),
+                                  [("Retry-After", str(retry))])
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        path, _, query = ws.request.path.partition("?") if ws.request else ("", "", "")
+        symbol = _ws_symbol(path)
+        hub = self._hubs[symbol or ""]
+        conn = Connection(next(self._conn_ids), hub, ws, Subscription.from_query(query),
+                          self.send_buffer, self.close_timeout)
+        hub.attach(conn)
+        tasks = [asyncio.create_task(conn.run_sender())]
+        if conn.sub.heartbeat:
+            tasks.append(asyncio.create_task(conn.run_heartbeats(self.heartbeat_s)))
+        try:
+            async for _ in ws:  # v1 clients send nothing; reading notices the close
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            hub.detach(conn)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_simulator(
+    port: int = 8765,
+    symbols: Iterable[str] = ("BTCUSD", "ETHUSD"),
+    rate: float | None = 50.0,
+    seed: int = 1,
+    faults: str = "",
+    heartbeat_s: float = 5.0,
+    *,
+    host: str = "127.0.0.1",
+    depth: int = 500,
+    listed: Iterable[str] | None = None,
+    ping_interval: float | None = 20.0,
+    truth_path: str | Path | None = None,
+    ready: Callable[[SimExchange], None] | None = None,
+) -> None:
+    """Run a simulator until cancelled (the entry point for ``collector simulate``).
+
+    Prints one line with the URLs once listening; ``ready(sim)`` is called then too.
+    """
+    sim = SimExchange(symbols, seed=seed, rate=rate, heartbeat_s=heartbeat_s, depth=depth,
+                      faults=faults, ping_interval=ping_interval, listed=listed,
+                      truth_path=truth_path)
+    await sim.start(host, port)
+    async with sim:
+        print(f"gemini simulator: ws {sim.ws_url}/SYMBOL  rest {sim.rest_url}  "
+              f"symbols {','.join(sim.symbols)}", flush=True)
+        if ready is not None:
+            ready(sim)
+        await asyncio.Event().wait()

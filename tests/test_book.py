@@ -1,0 +1,220 @@
+"""collector.book: exact Decimal-keyed levels, top-N, change detection, crossed check."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from collector.book import Book, Side
+
+
+def test_one_level_per_value_whatever_the_spelling() -> None:
+    side = Side(bids=False)
+    assert side.set("6513.2", "1", 10) is True
+    assert side.set("6513.20", "2", 10) is True
+    assert len(side) == 1
+    assert side.top(10) == [("6513.20", "2")]  # the latest text is kept for output
+    assert side.set("6513.200", "0", 10) is True  # removed under a third spelling
+    assert len(side) == 0 and side.top(10) == []
+
+
+def test_remaining_replaces_the_level() -> None:
+    side = Side(bids=True)
+    side.set("100", "1.5", 5)
+    assert side.set("100", "0.25", 5) is True
+    assert side.top(5) == [("100", "0.25")]
+    assert len(side) == 1
+
+
+def test_setting_the_same_text_again_changes_nothing() -> None:
+    side = Side(bids=True)
+    side.set("100", "1.5", 5)
+    assert side.set("100", "1.5", 5) is False
+    assert side.top(5) == [("100", "1.5")]
+
+
+def test_same_value_other_size_spelling_is_a_visible_change() -> None:
+    side = Side(bids=True)
+    side.set("100", "1.5", 5)
+    assert side.set("100", "1.50", 5) is True  # the rendered text changes
+    assert side.top(5) == [("100", "1.50")]
+
+
+@pytest.mark.parametrize("zero", ["0", "0.00", "0.0", "00", "0.00000000"])
+def test_zero_in_any_spelling_removes(zero: str) -> None:
+    side = Side(bids=False)
+    side.set("1.5", "3", 10)
+    side.set("2", "4", 10)
+    assert side.set("1.50", zero, 10) is True
+    assert side.top(10) == [("2", "4")]
+    assert len(side) == 1
+
+
+@pytest.mark.parametrize("zero", ["0", "0.00"])
+def test_removing_an_absent_level_is_a_no_op(zero: str) -> None:
+    side = Side(bids=True)
+    assert side.set("5", zero, 10) is False  # empty side
+    side.set("4", "1", 10)
+    side.set("6", "1", 10)
+    assert side.set("5", zero, 10) is False  # between two levels
+    assert side.set("7", zero, 10) is False  # beyond the best
+    assert side.set("3", zero, 10) is False  # beyond the worst
+    assert side.top(10) == [("6", "1"), ("4", "1")]
+    assert len(side) == 2
+
+
+def test_small_nonzero_sizes_are_not_zero() -> None:
+    side = Side(bids=True)
+    for size in ("0.00000001", "10", "100.0", "0.10"):
+        side.set("1", size, 1)
+        assert side.top(1) == [("1", size)]
+
+
+def test_top_orders_bids_descending_and_asks_ascending() -> None:
+    book = Book()
+    for p in ("99.5", "101", "100", "9", "100.25", "1000"):
+        book.apply("bid", p, "1", 3)
+        book.apply("ask", p, "2", 3)
+    assert [p for p, _ in book.bids.top(3)] == ["1000", "101", "100.25"]
+    assert [p for p, _ in book.asks.top(3)] == ["9", "99.5", "100"]
+    assert [p for p, _ in book.bids.top(100)] == ["1000", "101", "100.25", "100", "99.5", "9"]
+    assert [p for p, _ in book.asks.top(100)] == ["9", "99.5", "100", "100.25", "101", "1000"]
+    assert book.bids.top(0) == [] and book.asks.top(0) == []
+    assert book.bids.best() == Decimal("1000") and book.asks.best() == Decimal("9")
+
+
+def test_empty_side() -> None:
+    side = Side(bids=True)
+    assert side.top(10) == [] and side.best() is None and len(side) == 0
+
+
+def test_changes_below_depth_are_not_top_changes() -> None:
+    asks = Side(bids=False)
+    assert asks.set("1", "1", 2) is True
+    assert asks.set("2", "1", 2) is True
+    assert asks.set("3", "1", 2) is False  # inserted at rank 2: outside the top 2
+    assert asks.set("3", "5", 2) is False  # rank 2: outside the top 2
+    assert asks.set("3", "0", 2) is False
+    assert asks.set("2.5", "1", 2) is False
+    assert asks.set("2", "0", 2) is True  # rank 1: "2.5" moves up into the top 2
+    assert asks.top(2) == [("1", "1"), ("2.5", "1")]
+    bids = Side(bids=True)
+    for p in ("1", "2", "3"):
+        bids.set(p, "1", 2)
+    assert bids.set("1", "9", 2) is False  # the worst bid is rank 2
+    assert bids.set("0.5", "9", 2) is False
+    assert bids.set("2", "9", 2) is True
+    assert bids.set("3.5", "9", 2) is True
+
+
+def test_apply_routes_by_side() -> None:
+    book = Book()
+    assert book.apply("bid", "10", "1", 10) is True
+    assert book.apply("ask", "11", "2", 10) is True
+    assert book.bids.top(10) == [("10", "1")] and book.asks.top(10) == [("11", "2")]
+    assert book.apply("ask", "10.0", "0", 10) is False  # no ask at 10: bids untouched
+    assert book.bids.top(10) == [("10", "1")]
+
+
+def test_crossed() -> None:
+    book = Book()
+    assert not book.crossed()
+    book.apply("bid", "100", "1", 10)
+    assert not book.crossed()  # one side empty
+    book.apply("ask", "100.01", "1", 10)
+    assert not book.crossed()
+    book.apply("ask", "100.00", "1", 10)
+    assert book.crossed()  # locked: bid == ask (exact value, other spelling)
+    book.apply("ask", "100", "0", 10)
+    assert not book.crossed()
+    book.apply("bid", "100.02", "1", 10)
+    assert book.crossed()
+    book.apply("ask", "100.01", "0", 10)
+    assert not book.crossed()  # no asks left
+
+
+def test_decimal_ordering_is_exact_not_float() -> None:
+    side = Side(bids=False)
+    a, b = "0.30000000000000000001", "0.3"  # equal as floats
+    side.set(a, "1", 10)
+    side.set(b, "1", 10)
+    assert len(side) == 2 and [p for p, _ in side.top(2)] == [b, a]
+
+
+# --- randomized property test ---------------------------------------------------------------
+
+_GRID = [Decimal(n) / 4 for n in range(1, 41)]  # 40 prices 0.25 .. 10.00: collisions happen
+_SIZES = ["1", "1.0", "2", "0.5", "0.50", "3.25", "0.00000001"]
+_ZEROS = ["0", "0.0", "0.00", "000"]
+
+
+def _spell(rng: random.Random, value: Decimal) -> str:
+    text = format(value.normalize(), "f")  # shortest: "2.5", "3"
+    extra = rng.choice(["", "0", "00", "000"])
+    if extra:
+        text += extra if "." in text else "." + extra
+    return text
+
+
+def _ref_top(ref: dict[Decimal, tuple[str, str]], bids: bool, depth: int) -> list[tuple[str, str]]:
+    return [ref[k] for k in sorted(ref, reverse=bids)[:depth]]
+
+
+@pytest.mark.parametrize("bids", [True, False])
+@pytest.mark.parametrize("depth", [1, 3, 10, 50])
+def test_set_reports_top_changes_exactly(bids: bool, depth: int) -> None:
+    rng = random.Random(20240917 + depth * 2 + bids)
+    side = Side(bids=bids)
+    ref: dict[Decimal, tuple[str, str]] = {}
+    outcomes = {True: 0, False: 0}
+    for step in range(3000):
+        price = rng.choice(_GRID)
+        r = rng.random()
+        if r < 0.35:
+            size = rng.choice(_ZEROS)
+        elif r < 0.45 and price in ref:
+            size = ref[price][1]  # same size again, maybe another price spelling
+        else:
+            size = rng.choice(_SIZES)
+        text = ref[price][0] if r < 0.40 and price in ref else _spell(rng, price)
+
+        before = _ref_top(ref, bids, depth)
+        if Decimal(size) == 0:
+            ref.pop(price, None)
+        else:
+            ref[price] = (text, size)
+        after = _ref_top(ref, bids, depth)
+
+        changed = side.set(text, size, depth)
+        assert changed == (before != after), (step, text, size, before, after)
+        outcomes[changed] += 1
+        assert side.top(depth) == after, step
+        assert len(side) == len(ref), step
+        best = (max if bids else min)(ref) if ref else None
+        assert side.best() == best, step
+        if step % 100 == 0:
+            assert side.top(len(_GRID) + 1) == _ref_top(ref, bids, len(_GRID) + 1), step
+    # both answers were exercised many times
+    assert outcomes[True] > 50 and outcomes[False] > 50, outcomes
+
+
+def test_random_book_crossed_matches_brute_force() -> None:
+    rng = random.Random(7)
+    book = Book()
+    ref: dict[str, dict[Decimal, str]] = {"bid": {}, "ask": {}}
+    crossed_seen = 0
+    for _ in range(3000):
+        side = rng.choice(["bid", "ask"])
+        price = rng.choice(_GRID[:22] if side == "bid" else _GRID[18:])  # overlap: 18..21
+        size = rng.choice(_ZEROS + _SIZES)
+        book.apply(side, _spell(rng, price), size, 5)
+        if Decimal(size) == 0:
+            ref[side].pop(price, None)
+        else:
+            ref[side][price] = size
+        want = bool(ref["bid"] and ref["ask"] and max(ref["bid"]) >= min(ref["ask"]))
+        assert book.crossed() == want
+        crossed_seen += want
+    assert 100 < crossed_seen < 2900, crossed_seen

@@ -1,0 +1,92 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector import config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
+
+
+def test_only_symbols_required_and_defaults(tmp_path):
+    cfg = config.load(write(tmp_path, '[feed]\nsymbols = ["BTCUSD"]\n'))
+    assert cfg.feed.symbols == ("BTCUSD",)
+    assert cfg.feed.url == "wss://api.gemini.com/v1/marketdata"
+    assert cfg.feed.trades is True
+    assert cfg.feed.stale_after_s == 15 and cfg.feed.snapshot_timeout_s == 10
+    assert (cfg.feed.backoff_initial_s, cfg.feed.backoff_max_s) == (0.5, 30)
+    assert (cfg.feed.connect_burst, cfg.feed.connects_per_minute) == (5, 1)
+    assert cfg.feed.max_connects_per_minute == 60
+    assert (cfg.book.depth, cfg.book.emit) == (10, "change")
+    assert cfg.output.dir == Path("data")
+    assert cfg.log.level == "info"
+
+
+def test_repo_config_is_valid():
+    cfg = config.load(Path(__file__).resolve().parents[1] / "config.toml")
+    assert cfg.feed.symbols
+
+
+def test_int_accepted_for_float_key(tmp_path):
+    cfg = config.load(write(tmp_path, '[feed]\nsymbols = ["BTCUSD"]\nstale_after_s = 3\n'))
+    assert cfg.feed.stale_after_s == 3.0 and isinstance(cfg.feed.stale_after_s, float)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[feed]\n", "feed.symbols"),
+        ("", "feed.symbols"),
+        ('[feed]\nsymbols = []\n', "feed.symbols"),
+        ('[feed]\nsymbols = "BTCUSD"\n', "feed.symbols"),
+        ('[feed]\nsymbols = ["btc usd"]\n', "feed.symbols"),
+        ('[feed]\nsymbols = ["BTCUSD", "BTCUSD"]\n', "feed.symbols"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nsymbol = 1\n', "feed.symbol"),
+        ('[feed]\nsymbols = ["BTCUSD"]\ntrades = "yes"\n', "feed.trades"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nstale_after_s = 0\n', "feed.stale_after_s"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nstale_after_s = true\n', "feed.stale_after_s"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nurl = "http://x"\n', "feed.url"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nconnect_burst = 0\n', "feed.connect_burst"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nconnect_burst = 1.5\n', "feed.connect_burst"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nbackoff_initial_s = 5\nbackoff_max_s = 1\n', "feed.backoff_max_s"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[book]\ndepth = 0\n', "book.depth"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[book]\nemit = "sometimes"\n', "book.emit"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[output]\ndir = 3\n', "output.dir"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[output]\nqueue_size = 0\n', "output.queue_size"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[log]\nlevel = "loud"\n', "log.level"),
+        ('[feed]\nsymbols = ["BTCUSD"]\n[metrix]\n', "metrix"),
+        ('feed = 3\n', "feed"),
+    ],
+)
+def test_errors_name_key_and_file(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert str(err.value).startswith(f"{path}: {key}: ")
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "missing.toml")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[feed\n"))
+
+
+def test_cli_exits_78_naming_the_key(tmp_path):
+    path = write(tmp_path, '[feed]\nsymbols = ["BTCUSD"]\n[book]\ndepth = "ten"\n')
+    proc = subprocess.run([sys.executable, "-m", "collector", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert "book.depth" in proc.stderr and str(path) in proc.stderr
+
+
+def test_cli_default_config_is_cwd(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "collector", "run"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert "config.toml" in proc.stderr and "not found" in proc.stderr

@@ -1,0 +1,119 @@
+import asyncio
+import errno
+import os
+
+import orjson
+import pytest
+
+from collector import writer as writer_mod
+from collector.writer import SymbolFile, Writer
+
+
+def lines_of(path):
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def rec(symbol, n):
+    return orjson.dumps({"type": "x", "symbol": symbol, "n": n}) + b"\n"
+
+
+async def run_writer(w: Writer, items):
+    task = asyncio.create_task(w.run())
+    for symbol, data in items:
+        await w.put(symbol, data)
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_lines_land_per_symbol_in_order(tmp_path):
+    w = Writer(tmp_path, queue_size=16, batch_max=7)
+    items = [(s, rec(s, i)) for i in range(500) for s in ("BTCUSD", "ETHUSD")]
+    await run_writer(w, items)
+    for s in ("BTCUSD", "ETHUSD"):
+        got = lines_of(tmp_path / s / "current.jsonl")
+        assert [r["n"] for r in got] == list(range(500))
+        assert w.lines_written[s] == 500
+    assert w.queue_full_waits > 0  # 1000 puts through a queue of 16
+
+
+async def test_appends_to_existing_file_and_cuts_a_torn_line(tmp_path):
+    folder = tmp_path / "BTCUSD"
+    folder.mkdir()
+    (folder / "current.jsonl").write_bytes(rec("BTCUSD", 0) + b'{"type":"x","sym')
+    w = Writer(tmp_path)
+    await run_writer(w, [("BTCUSD", rec("BTCUSD", 1))])
+    assert [r["n"] for r in lines_of(folder / "current.jsonl")] == [0, 1]
+
+
+def test_cut_partial_line_longer_than_a_chunk(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"a\n" + b"x" * 200_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert writer_mod.cut_partial_line(fd, path) == 2
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"a\n"
+    path.write_bytes(b"y" * 100_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert writer_mod.cut_partial_line(fd, path) == 0
+    finally:
+        os.close(fd)
+
+
+def test_short_writes_complete_the_line(tmp_path, monkeypatch):
+    real = os.write
+    monkeypatch.setattr(writer_mod, "_os_write", lambda fd, data: real(fd, bytes(data[:3])))
+    f = SymbolFile(tmp_path, "BTCUSD")
+    f.write(rec("BTCUSD", 1) + rec("BTCUSD", 2))
+    f.close()
+    assert [r["n"] for r in lines_of(f.path)] == [1, 2]
+
+
+async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
+    real = os.write
+    state = {"full": False, "calls": 0}
+
+    def fake_write(fd, data):
+        if state["full"]:
+            state["calls"] += 1
+            if state["calls"] % 2:  # a short write first, then ENOSPC: a torn line on disk
+                return real(fd, bytes(data[:5]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(writer_mod, "_os_write", fake_write)
+    w = Writer(tmp_path, queue_size=100, batch_max=1)
+    task = asyncio.create_task(w.run())
+    await w.put("BTCUSD", rec("BTCUSD", 0))
+    await w.put("ETHUSD", rec("ETHUSD", 0))
+    while w.lines_written["ETHUSD"] < 1:
+        await asyncio.sleep(0.005)
+    state["full"] = True
+    for i in (1, 2, 3):
+        await w.put("BTCUSD", rec("BTCUSD", i))
+    while w.dropped["BTCUSD"] < 3:
+        await asyncio.sleep(0.005)
+    state["full"] = False
+    await w.put("BTCUSD", rec("BTCUSD", 4))
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+    got = lines_of(tmp_path / "BTCUSD" / "current.jsonl")
+    assert [r.get("n") for r in got] == [0, None, 4]
+    assert got[1]["type"] == "resync" and got[1]["reason"] == "dropped"
+    assert got[1]["dropped"] == 3
+    assert w.dropped_total == 3 and w.write_errors == 3
+    assert [r["n"] for r in lines_of(tmp_path / "ETHUSD" / "current.jsonl")] == [0]
+
+
+async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(writer_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    w = Writer(tmp_path)
+    await run_writer(w, [("BTCUSD", rec("BTCUSD", 1)), ("ETHUSD", rec("ETHUSD", 1))])
+    assert len(synced) >= 2
+    assert w.files == {}
