@@ -103,6 +103,8 @@ class Connection:
         if K.GAP in fired:
             self.hub.fired(K.GAP, self, self.seq, fired[K.GAP])
             self.seq += 1
+            if fired.get(K.UNKNOWN) is False:  # an injected one waits for the next update
+                self._pending.append(K.UNKNOWN)
         elif K.UNKNOWN in fired and update is not None:
             self.hub.fired(K.UNKNOWN, self, self.seq, fired[K.UNKNOWN])
             self._push(frames.mystery_frame(update, self.sub, self.seq))

@@ -30,6 +30,8 @@ __all__ = [
 
 GARBAGE = b'{"type":"upd'  # a truncated frame: not JSON
 MYSTERY_EVENT: Event = {"type": "mystery", "foo": 1}
+_UPDATE = (b'{"type":"update","eventId":%d,"timestamp":%d,"timestampms":%d,'
+           b'"socket_sequence":%d,"events":%b}')
 _AUCTION_TYPES = frozenset({"auction_open", "auction_indicative", "auction_result"})
 
 
@@ -110,8 +112,7 @@ def filtered_events(update: Update, sub: Subscription) -> bytes | None:
 
 def update_frame(update: Update, events_json: bytes, seq: int) -> bytes:
     ms = update.timestampms
-    return b'{"type":"update","eventId":%d,"timestamp":%d,"timestampms":%d,"socket_sequence":%d,"events":%b}' % (
-        update.event_id, ms // 1000, ms, seq, events_json)
+    return _UPDATE % (update.event_id, ms // 1000, ms, seq, events_json)
 
 
 def heartbeat_frame(seq: int) -> bytes:

@@ -157,11 +157,10 @@ class Market:
                 ev["eid"] = self.event_id
         after = self._touch()
         tob: list[Event] = []
-        for is_bid, side in ((True, "bid"), (False, "ask")):
-            i = 0 if is_bid else 1
-            if after[i] != before[i] and after[i][0] is not None:
-                tob.append({"type": "change", "side": side, "price": self.price(after[i][0]),
-                            "remaining": self.amount(after[i][1]), "reason": "top-of-book"})
+        for side, old, (price, units) in (("bid", before[0], after[0]), ("ask", before[1], after[1])):
+            if price is not None and (price, units) != old:
+                tob.append({"type": "change", "side": side, "price": self.price(price),
+                            "remaining": self.amount(units), "reason": "top-of-book"})
         return Update(self.event_id, self.last_ms, kind, events, changes, tob)
 
     def _touch(self) -> tuple[tuple[int | None, int], tuple[int | None, int]]:
@@ -243,10 +242,8 @@ class Market:
         side = self.bids if is_bid else self.asks
         if len(side) <= 1:
             return self._place_near(is_bid)
-        if rng.random() < p.near_share:
-            index = _geometric(rng, p.cancel_p)
-        else:
-            index = rng.randrange(len(side))
+        near = rng.random() < p.near_share
+        index = _geometric(rng, p.cancel_p) if near else rng.randrange(len(side))
         price = side.nth(min(index, len(side) - 1))
         units = side.get(price)
         if units == 1 or rng.random() < p.full_cancel:

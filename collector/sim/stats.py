@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,9 +60,7 @@ class Notifier:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError(f"condition not met within {timeout} s")
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._event.wait(), min(self.poll, remaining))
-                except TimeoutError:
-                    pass
         finally:
             self._waiters -= 1

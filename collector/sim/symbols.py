@@ -24,7 +24,7 @@ class Scale:
     ``render_fixed`` keeps the increment's places ("60000.50"), as its 2018 feed did.
     """
 
-    __slots__ = ("increment", "places", "_pow10_exp")
+    __slots__ = ("_pow10_exp", "increment", "places")
 
     def __init__(self, increment: Decimal) -> None:
         if increment <= 0:

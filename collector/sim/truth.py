@@ -33,18 +33,21 @@ class TruthLog:
         self.initial_event_id = market.event_id
         self.initial_bids = market.bids.copy()
         self.initial_asks = market.asks.copy()
-        self.event_ids: list[int] = []
-        self.changes: list[list[Change]] = []
+        self.update_ids: list[int] = []  # every published update, ascending
+        self.event_ids: list[int] = []  # the updates that changed the book, ascending
+        self.changes: list[list[Change]] = []  # their changes, parallel to event_ids
+        self.last_event_id = self.initial_event_id
 
     def record(self, event_id: int, changes: list[Change]) -> None:
-        if self.event_ids and event_id <= self.event_ids[-1]:
-            raise ValueError(f"event ids must increase: {event_id} after {self.event_ids[-1]}")
-        self.event_ids.append(event_id)
-        self.changes.append(changes)
-
-    @property
-    def last_event_id(self) -> int:
-        return self.event_ids[-1] if self.event_ids else self.initial_event_id
+        """Record one published update; block trades and auction events change nothing on
+        the book, so only ``update_ids`` gets them."""
+        if event_id <= self.last_event_id:
+            raise ValueError(f"event ids must increase: {event_id} after {self.last_event_id}")
+        self.last_event_id = event_id
+        self.update_ids.append(event_id)
+        if changes:
+            self.event_ids.append(event_id)
+            self.changes.append(changes)
 
     def cursor(self) -> TruthCursor:
         return TruthCursor(self)

@@ -1,0 +1,247 @@
+"""End to end: the collector in-process against the simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from websockets.asyncio.server import serve
+
+from collector.sim import SimExchange
+from collector.stream import Stream
+from tests.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
+
+SYMBOLS = ["BTCUSD", "ETHUSD"]
+
+
+@pytest.fixture
+async def sim():
+    async with SimExchange(SYMBOLS, seed=7, rate=300.0, heartbeat_s=0.05, depth=300,
+                           listed=["QUIETUSD"]) as s:
+        yield s
+
+
+async def test_books_equal_truth_and_every_update_is_written(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, SYMBOLS)
+    async with running(cfg) as app:
+        await wait_until(lambda: all(f.stats.updates >= 300 for f in app.feeds.values()))
+    for sym in SYMBOLS:
+        recs = read_records(tmp_path, sym)
+        assert reasons(recs) == ["start"]
+        assert check_against_truth(sim, recs, sym) >= 300
+        assert any(r["type"] == "trade" for r in recs)
+        stats = app.feeds[sym].stats
+        # everything the feed processed is on disk after the stop
+        assert sum(1 for r in recs if r["type"] == "book" and r["seq"] > 0) == stats.updates
+        assert sum(1 for r in recs if r["type"] == "trade") == stats.trades
+
+
+async def test_emit_change_writes_only_top_changes(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"], book={"emit": "change", "depth": 3})
+    async with running(cfg) as app:
+        await wait_until(lambda: app.feeds["BTCUSD"].stats.updates >= 300)
+    recs = read_records(tmp_path, "BTCUSD")
+    books = [r for r in recs if r["type"] == "book"]
+    check_against_truth(sim, recs, "BTCUSD", depth=3, every=False)
+    assert 1 < len(books) < app.feeds["BTCUSD"].stats.updates + 1
+    for a, b in zip(books, books[1:]):
+        assert (a["bids"], a["asks"]) != (b["bids"], b["asks"])
+
+
+# fault kind injected by the simulator -> resync reason the collector must write
+FAULTS = [
+    ("gap", "gap"),
+    ("garbage", "invalid"),
+    ("crossed", "crossed"),
+    ("close", "closed"),
+    ("stall", "stale"),
+]
+
+
+@pytest.mark.parametrize("fault, reason", FAULTS)
+async def test_each_fault_is_marked_and_healed(sim, tmp_path, fault, reason):
+    cfg = make_config(sim.ws_url, tmp_path, SYMBOLS, feed={"stale_after_s": 0.3})
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 50)
+        sim.inject("BTCUSD", fault)
+        await wait_until(lambda: btc.stats.resyncs[reason] >= 1, what=f"{reason} resync")
+        after = btc.stats.updates
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= after + 50, what="healed")
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", reason]
+    check_against_truth(sim, recs, "BTCUSD")
+    resync = next(r for r in recs if r["type"] == "resync" and r["reason"] == reason)
+    if reason == "gap":
+        assert resync["got_seq"] == resync["expected_seq"] + 1
+    else:
+        assert resync["detail"]
+    if reason == "invalid":
+        assert "sample" in resync
+    # the other symbol never noticed
+    assert reasons(read_records(tmp_path, "ETHUSD")) == ["start"]
+
+
+async def test_first_frame_not_zero_is_a_gap(sim, tmp_path):
+    sim.inject("BTCUSD", "gap")  # no connection yet: armed for the next one
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"])
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 20)
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", "gap"]
+    gap = recs[1]
+    assert (gap["expected_seq"], gap["got_seq"]) == (0, 1)
+    check_against_truth(sim, recs, "BTCUSD")
+
+
+async def test_slow_snapshot_times_out(sim, tmp_path):
+    sim.inject("BTCUSD", "slow_snapshot", delay=2.0)
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"], feed={"snapshot_timeout_s": 0.3})
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 20)
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", "snapshot_timeout"]
+    check_against_truth(sim, recs, "BTCUSD")
+
+
+async def test_refused_handshake_honours_retry_after(sim, tmp_path):
+    sim.inject("BTCUSD", "refuse", count=1, retry_after=1, status=429)
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"])
+    started = time.monotonic()
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live, what="live after the refusal")
+        assert time.monotonic() - started >= 1.0, "Retry-After: 1 was not honoured"
+        assert sim.stats["BTCUSD"].refused == 1 and btc.stats.connects == 2
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", "refused"]
+    assert recs[1]["status"] == 429 and recs[1]["retry_after"] == 1
+    check_against_truth(sim, recs, "BTCUSD")
+
+
+async def test_failed_reconnects_after_a_break_are_logged_not_written(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"])
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 20)
+        sim.inject("BTCUSD", "refuse", count=3, retry_after=0, status=503)
+        sim.inject("BTCUSD", "close")
+        await wait_until(lambda: btc.stats.resyncs["refused"] == 3)
+        await wait_until(lambda: btc.stats.live and btc.stats.connects == 5)
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", "closed"]
+    check_against_truth(sim, recs, "BTCUSD")
+
+
+async def test_unknown_symbol_is_reported_and_does_not_disturb_others(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD", "NOPEUSD"])
+    async with running(cfg) as app:
+        nope, btc = app.feeds["NOPEUSD"], app.feeds["BTCUSD"]
+        await wait_until(lambda: nope.stats.resyncs["refused"] == 1 and btc.stats.updates >= 100)
+        assert nope.stats.connects == 1  # retried slowly (feed.refused_retry_s), not hammered
+    recs = read_records(tmp_path, "NOPEUSD")
+    assert reasons(recs) == ["start", "refused"] and recs[1]["status"] == 404
+    assert reasons(read_records(tmp_path, "BTCUSD")) == ["start"]
+
+
+async def test_unknown_event_types_are_counted_and_skipped(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"])
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 20)
+        for _ in range(3):
+            sim.inject("BTCUSD", "unknown")
+        await wait_until(lambda: sum(btc.stats.unknown.values()) >= 3)
+        after = btc.stats.updates
+        await wait_until(lambda: btc.stats.updates >= after + 20)
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start"]
+    check_against_truth(sim, recs, "BTCUSD")
+
+
+async def test_quiet_symbol_stays_live_on_heartbeats(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, ["QUIETUSD"], feed={"stale_after_s": 0.3})
+    async with running(cfg) as app:
+        quiet = app.feeds["QUIETUSD"]
+        await wait_until(lambda: quiet.stats.live)
+        await wait_until(lambda: sim.stats["QUIETUSD"].heartbeats >= 30)  # ~1.5 s, 5x stale_after_s
+        assert quiet.stats.live and sum(quiet.stats.resyncs.values()) == 0
+    recs = read_records(tmp_path, "QUIETUSD")
+    assert [r["type"] for r in recs] == ["resync", "book"]
+
+
+async def test_connection_budget_paces_a_flapping_symbol(sim, tmp_path):
+    # burst of 2, then one attempt per second: the third connection waits for a token
+    cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"],
+                      feed={"connect_burst": 2, "connects_per_minute": 60})
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live)
+        t0 = time.monotonic()
+        sim.inject("BTCUSD", "close")
+        await wait_until(lambda: btc.stats.connects == 2 and btc.stats.live)
+        sim.inject("BTCUSD", "close")
+        await wait_until(lambda: btc.stats.connects == 3 and btc.stats.live)
+        assert time.monotonic() - t0 >= 0.9
+
+
+async def test_a_crashing_feed_is_restarted_alone(sim, tmp_path, monkeypatch):
+    real = Stream.feed
+    crashes = {"left": 1}
+
+    def buggy(self, raw, recv_ns):
+        if self.symbol == "BTCUSD" and self.counts.updates == 30 and crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("injected bug")
+        return real(self, raw, recv_ns)
+
+    monkeypatch.setattr(Stream, "feed", buggy)
+    cfg = make_config(sim.ws_url, tmp_path, SYMBOLS)
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: crashes["left"] == 0)
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 80)
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs) == ["start", "error"]
+    assert "injected bug" in recs[[r["type"] for r in recs].index("resync", 1)]["detail"]
+    check_against_truth(sim, recs, "BTCUSD")
+    assert reasons(read_records(tmp_path, "ETHUSD")) == ["start"]
+
+
+async def test_full_queue_makes_feeds_wait_without_losing_updates(sim, tmp_path):
+    cfg = make_config(sim.ws_url, tmp_path, SYMBOLS, output={"queue_size": 1, "batch_max": 1})
+    async with running(cfg) as app:
+        await wait_until(lambda: all(f.stats.updates >= 200 for f in app.feeds.values()))
+        assert app.writer.queue_full_waits > 0
+    for sym in SYMBOLS:
+        recs = read_records(tmp_path, sym)
+        assert reasons(recs) == ["start"]
+        check_against_truth(sim, recs, sym)
+
+
+async def test_dead_connection_found_by_ping_timeout(tmp_path):
+    """A peer that stops answering (no frames, no pongs) is closed by the keepalive
+    even when stale_after_s is long."""
+    connected, finished = asyncio.Event(), asyncio.Event()
+
+    async def frozen(ws):
+        await ws.send('{"type":"update","eventId":1,"socket_sequence":0,"events":['
+                      '{"type":"change","side":"bid","price":"1.00","remaining":"1","reason":"initial"},'
+                      '{"type":"change","side":"ask","price":"2.00","remaining":"1","reason":"initial"}]}')
+        ws.transport.pause_reading()  # pings go unread: no pong is ever sent
+        connected.set()
+        await finished.wait()
+
+    async with serve(frozen, "127.0.0.1", 0, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        cfg = make_config(f"ws://127.0.0.1:{port}/v1/marketdata", tmp_path, ["BTCUSD"],
+                          feed={"stale_after_s": 60, "ping_interval_s": 0.2, "ping_timeout_s": 0.2})
+        async with running(cfg) as app:
+            await wait_until(lambda: app.feeds["BTCUSD"].stats.resyncs["closed"] >= 1)
+        finished.set()
+    recs = read_records(tmp_path, "BTCUSD")
+    assert reasons(recs)[:2] == ["start", "closed"]
+    assert "ping" in recs[2]["detail"] or "without a close frame" in recs[2]["detail"]
