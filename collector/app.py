@@ -67,7 +67,9 @@ class App:
         log.info("stopped", seconds=round(time.monotonic() - started, 3),
                  lines=sum(self.writer.lines_written.values()),
                  bytes=sum(self.writer.bytes_written.values()),
-                 dropped=self.writer.dropped_total)
+                 dropped=self.writer.dropped_total,
+                 feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
+                            "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
         return 0
 
     def _on_signal(self, sig: signal.Signals) -> None:
