@@ -77,7 +77,7 @@ class App:
         self.stop()
 
     async def _guard(self, feed: Feed) -> None:
-        reason, detail = "start", {}
+        reason, detail = "start", dict[str, str]()
         while True:
             try:
                 await feed.run(reason, **detail)

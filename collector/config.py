@@ -114,7 +114,7 @@ def _build(cls: type, section: str, table: dict[str, Any], fail: Any) -> Any:
         dotted = f"{section}.{key}"
         if key not in known:
             raise fail(dotted, f"unknown key (known: {', '.join(known)})")
-        values[key] = _coerce(dotted, known[key].type, value, fail)
+        values[key] = _coerce(dotted, str(known[key].type), value, fail)
     missing = [
         n for n, f in known.items() if n not in values and _no_default(f)
     ]

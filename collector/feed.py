@@ -16,7 +16,8 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -25,7 +25,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory = structlog.BytesLoggerFactory(stream.buffer if hasattr(stream, "buffer") else stream)
+        factory = structlog.BytesLoggerFactory(cast(BinaryIO, getattr(stream, "buffer", stream)))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -12,7 +12,8 @@ book, and reconnects. A Stream is never reused after it broke.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from collector import records
 from collector.book import Book

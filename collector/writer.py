@@ -29,7 +29,7 @@ from collector import records
 log = structlog.get_logger("writer")
 
 _STOP = ("", b"")
-_os_write = os.write  # the seam tests use to inject ENOSPC and short writes  # sentinel queued by stop(); the writer ends after it
+_os_write = os.write  # seam: tests inject ENOSPC and short writes here  # sentinel queued by stop(); the writer ends after it
 
 
 class SymbolFile:

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CAPTURES = SHARED / "gemini" / "captures"

@@ -3,7 +3,6 @@ import errno
 import os
 
 import orjson
-import pytest
 
 from collector import writer as writer_mod
 from collector.writer import SymbolFile, Writer

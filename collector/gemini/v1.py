@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeGuard, Union
 
 import orjson
 
@@ -171,8 +171,8 @@ def _tid(e: dict[str, Any]) -> int:
     tid = e.get("tid")
     if not _is_int(tid):
         raise _BadEvent(f"{e.get('type')} tid {tid!r} is not an integer")
-    return tid  # type: ignore[no-any-return]
+    return tid
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
