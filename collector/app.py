@@ -8,12 +8,16 @@ crashes ends the process non-zero, so systemd or Docker restarts it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal
 import time
+from pathlib import Path
 
 import structlog
 
 from collector.backoff import TokenBucket
+from collector import config
 from collector.config import Config
 from collector.feed import Feed
 from collector.writer import Writer
@@ -21,12 +25,33 @@ from collector.writer import Writer
 log = structlog.get_logger("app")
 
 FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
+EX_LOCKED = 75  # EX_TEMPFAIL: another collector holds the output directory
+LOCK_NAME = ".collector.lock"
+
+
+class DirectoryLocked(Exception):
+    pass
+
+
+def lock_directory(path: Path) -> int:
+    """One directory, one collector: hold an flock on a file in it for our lifetime."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryLocked(f"{path} is being written by another collector (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.writer = Writer(cfg.output.dir, cfg.output.queue_size, cfg.output.batch_max)
+        self.writer = Writer(cfg.output, config.to_dict(cfg))
         bucket = TokenBucket(cfg.feed.max_connects_per_minute, cfg.feed.max_connects_per_minute,
                              time.monotonic())
         self.feeds = {s: Feed(s, cfg, self.writer, bucket) for s in cfg.feed.symbols}
@@ -41,7 +66,17 @@ class App:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        self.cfg.output.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = lock_directory(self.cfg.output.dir)
+        except DirectoryLocked as exc:
+            log.error("output directory in use", error=str(exc))
+            return EX_LOCKED
+        try:
+            return await self._run()
+        finally:
+            os.close(lock)
+
+    async def _run(self) -> int:
         writer = asyncio.create_task(self.writer.run(), name="writer")
         feeds = [asyncio.create_task(self._guard(f), name=f"feed-{f.symbol}")
                  for f in self.feeds.values()]
@@ -53,8 +88,8 @@ class App:
             stop.cancel()
             for t in feeds:
                 t.cancel()
-            exc = writer.exception() if not writer.cancelled() else None
-            log.critical("writer died; exiting", error=repr(exc), exc_info=exc)
+            err = writer.exception() if not writer.cancelled() else None
+            log.critical("writer died; exiting", error=repr(err), exc_info=err)
             return 1
         started = time.monotonic()
         for f in self.feeds.values():

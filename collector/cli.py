@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -40,6 +41,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _event_loop_run(main())
 
 
+def cmd_simulate(args: argparse.Namespace, argv: list[str]) -> int:
+    # Forward untouched: `python -m collector.sim` owns the options (and their --help).
+    from collector.sim.__main__ import main as sim_main
+
+    return int(sim_main(argv))
+
+
+def _demo_symbols(text: str) -> tuple[str, ...]:
+    from collector import demo
+    from collector.sim import spec_for
+
+    symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
+    try:
+        checked = demo.check_symbols(symbols)
+        for s in checked:
+            spec_for(s)
+    except (config.ConfigError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("<config>: feed.symbols: ")) from None
+    return checked
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector import demo
+
+    # ./config.toml is optional for the demo; a --config that was asked for is not.
+    path = args.config or "config.toml"
+    base = _load_config(path) if args.config or os.path.exists(path) else None
+    opts = demo.DemoOptions(seconds=args.seconds, symbols=args.symbols, chaos=args.chaos,
+                            rate=args.rate, seed=args.seed, every=args.every,
+                            verbose=args.verbose)
+    return _event_loop_run(demo.run_demo(base, opts))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collector", description=__doc__)
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
@@ -47,11 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="record the configured symbols until SIGTERM")
     run.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
     run.set_defaults(func=cmd_run)
+    sim = sub.add_parser("simulate", add_help=False,
+                         help="run the simulated Gemini exchange (options: collector simulate --help)")
+    sim.set_defaults(func=cmd_simulate)
+    demo = sub.add_parser(
+        "demo", help="record a simulated market live: simulator + collector, with a status view",
+        description="Start the simulated exchange in-process and the collector against it, "
+                    "with config.toml's book and output settings; show live status; "
+                    "print a summary on exit (Ctrl-C, SIGTERM or --seconds).")
+    demo.add_argument("--seconds", type=_positive, default=None,
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--symbols", type=_demo_symbols, default=None,
+                      help="comma-separated symbols (default: config.toml's, else BTCUSD,ETHUSD,SOLUSD)")
+    demo.add_argument("--chaos", action="store_true",
+                      help="random faults in the simulator: watch resyncs happen and heal")
+    demo.add_argument("--config", default=None,
+                      help="TOML config for book and output settings (default ./config.toml "
+                           "if it exists, else built-in defaults)")
+    demo.add_argument("--rate", type=_positive, default=20.0,
+                      help="simulated updates per second per symbol (default 20)")
+    demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    demo.add_argument("--every", type=_positive, default=None,
+                      help="status interval in seconds (default 0.5 on a terminal, "
+                           "else 5: one plain line per symbol)")
+    demo.add_argument("-v", "--verbose", action="store_true",
+                      help="info-level logs on stderr (they scroll over the terminal view)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # parse_known_args so `simulate` can take the simulator's own options; for the other
+    # commands leftovers are an error exactly as parse_args would report it.
+    args, rest = parser.parse_known_args(argv)
+    if args.func is cmd_simulate:
+        return cmd_simulate(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))
 
 

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 EX_CONFIG = 78
 _SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
+_DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COMPRESSIONS = ("zstd", "gzip", "none")
+
+
+def parse_duration(text: str) -> int:
+    """"5s", "15m", "1h", "1d" -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 class ConfigError(Exception):
@@ -49,6 +60,23 @@ class OutputConfig:
     dir: Path = Path("data")
     queue_size: int = 10000
     batch_max: int = 1000
+    rotate: str = "1h"  # UTC-aligned segment period
+    max_segment_mb: float = 512
+    compress: str = "zstd"
+    raw: bool = False
+    fsync: str = "rotate"
+    fsync_interval_s: float = 1.0
+    min_free_mb: float = 1024
+    retain: str = ""  # delete closed segments older than this ("" = keep)
+    retain_gb: float = 0  # ... or beyond this total size (0 = no bound)
+
+    @property
+    def rotate_s(self) -> int:
+        return parse_duration(self.rotate)
+
+    @property
+    def retain_s(self) -> int | None:
+        return parse_duration(self.retain) if self.retain else None
 
 
 @dataclass(frozen=True)
@@ -191,6 +219,28 @@ def _check(s: dict[str, Any], fail: Any) -> None:
         raise fail("output.queue_size", "must be at least 1")
     if out.batch_max < 1:
         raise fail("output.batch_max", "must be at least 1")
+    for key in ("rotate", "retain"):
+        value = getattr(out, key)
+        if (value or key == "rotate") and not _DURATION.match(value):
+            raise fail(f"output.{key}", f"must be a duration such as \"5s\", \"15m\", \"1h\", \"1d\", got {value!r}")
+    if out.compress not in COMPRESSIONS:
+        raise fail("output.compress", f"must be one of {', '.join(COMPRESSIONS)}, got {out.compress!r}")
+    if out.fsync not in ("rotate", "interval"):
+        raise fail("output.fsync", f"must be \"rotate\" or \"interval\", got {out.fsync!r}")
+    for key in ("max_segment_mb", "fsync_interval_s"):
+        if getattr(out, key) <= 0:
+            raise fail(f"output.{key}", "must be greater than 0")
+    for key in ("min_free_mb", "retain_gb"):
+        if getattr(out, key) < 0:
+            raise fail(f"output.{key}", "must be 0 or more")
     level = s["log"].level
     if level not in _LEVELS:
         raise fail("log.level", f"must be one of {', '.join(_LEVELS)}, got {level!r}")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The effective config as JSON-ready data (for segment headers)."""
+    return {
+        name: {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(getattr(cfg, name)).items()}
+        for name in _SECTIONS
+    }

@@ -6,6 +6,7 @@ lines are stable to diff and to grep.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -60,6 +61,20 @@ def auction(symbol: str, seq: int, event_id: int, kind: str, fields: dict[str, A
     rec["exchange_ms"] = exchange_ms
     rec["recv_ns"] = recv_ns
     return orjson.dumps(rec, option=_NL)
+
+
+SCHEMA = 1
+
+
+def header(symbol: str, stream: str, start_s: int, version: str, config: dict[str, Any]) -> bytes:
+    """First line of every segment, so each segment can be read on its own."""
+    start = datetime.fromtimestamp(start_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps(
+        {"type": "header", "schema": SCHEMA, "stream": stream, "symbol": symbol,
+         "segment_start": start, "segment_start_s": start_s, "collector_version": version,
+         "config": config},
+        option=_NL,
+    )
 
 
 def resync(symbol: str, reason: str, recv_ns: int, **detail: Any) -> bytes:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import zstandard
 
-from collector import config
+from collector import config, segments
 from collector.app import App
 from collector.sim import SimExchange
 
@@ -57,10 +59,42 @@ async def running(cfg: config.Config) -> AsyncIterator[App]:
         assert await asyncio.wait_for(task, 10) == 0
 
 
+def segment_bytes(folder: Path) -> list[bytes]:
+    """The bytes of every segment of one stream, oldest first, current last."""
+    out = []
+    for seg in segments.closed_segments(folder):
+        data = seg.path.read_bytes()
+        if seg.path.suffix == ".zst":
+            data = zstandard.ZstdDecompressor().stream_reader(data).read()
+        elif seg.path.suffix == ".gz":
+            data = gzip.decompress(data)
+        out.append(data)
+    current = folder / segments.CURRENT
+    if current.exists():
+        out.append(current.read_bytes())
+    return out
+
+
 def read_records(out: Path, symbol: str) -> list[dict[str, Any]]:
-    data = (out / symbol / "current.jsonl").read_bytes()
-    assert data.endswith(b"\n"), "torn last line"
-    return [orjson.loads(line) for line in data.splitlines()]
+    """A symbol's records across all its segments, without headers and without the
+    book record each segment repeats after its header."""
+    recs: list[dict[str, Any]] = []
+    last_book = None
+    for data in segment_bytes(out / symbol):
+        assert data.endswith(b"\n"), "torn last line"
+        lines = data.splitlines()
+        head = orjson.loads(lines[0])
+        assert head["type"] == "header" and head["symbol"] == symbol
+        if len(lines) > 1 and lines[1] == last_book:
+            lines = lines[1:]
+        for line in lines[1:]:
+            rec = orjson.loads(line)
+            recs.append(rec)
+            if rec["type"] == "book":
+                last_book = line
+            elif rec["type"] == "resync":
+                last_book = None
+    return recs
 
 
 def spans(recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

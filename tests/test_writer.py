@@ -1,17 +1,31 @@
 import asyncio
 import errno
 import os
+from pathlib import Path
 
 import orjson
 
+from collector import config
 from collector import writer as writer_mod
-from collector.writer import SymbolFile, Writer
+from collector.writer import SegmentFile, Writer
+
+
+def out_config(tmp_path: Path, **output) -> config.OutputConfig:
+    return config.from_dict({"feed": {"symbols": ["BTCUSD"]},
+                             "output": {"dir": str(tmp_path), **output}}).output
 
 
 def lines_of(path):
     data = path.read_bytes()
     assert data == b"" or data.endswith(b"\n")
     return [orjson.loads(line) for line in data.splitlines()]
+
+
+def body(path):
+    """Records of a segment after its header."""
+    recs = lines_of(path)
+    assert recs[0]["type"] == "header"
+    return recs[1:]
 
 
 def rec(symbol, n):
@@ -27,23 +41,27 @@ async def run_writer(w: Writer, items):
 
 
 async def test_lines_land_per_symbol_in_order(tmp_path):
-    w = Writer(tmp_path, queue_size=16, batch_max=7)
+    w = Writer(out_config(tmp_path, queue_size=16, batch_max=7))
     items = [(s, rec(s, i)) for i in range(500) for s in ("BTCUSD", "ETHUSD")]
     await run_writer(w, items)
     for s in ("BTCUSD", "ETHUSD"):
-        got = lines_of(tmp_path / s / "current.jsonl")
+        got = body(tmp_path / s / "current.jsonl")
         assert [r["n"] for r in got] == list(range(500))
         assert w.lines_written[s] == 500
     assert w.queue_full_waits > 0  # 1000 puts through a queue of 16
 
 
-async def test_appends_to_existing_file_and_cuts_a_torn_line(tmp_path):
+async def test_a_restart_closes_the_previous_file_after_cutting_a_torn_line(tmp_path):
     folder = tmp_path / "BTCUSD"
     folder.mkdir()
-    (folder / "current.jsonl").write_bytes(rec("BTCUSD", 0) + b'{"type":"x","sym')
-    w = Writer(tmp_path)
+    (folder / "current.jsonl").write_bytes(
+        orjson.dumps({"type": "resync", "symbol": "BTCUSD", "reason": "start",
+                      "recv_ns": 1_700_000_000_000_000_000}) + b"\n" + b'{"type":"x","sym')
+    w = Writer(out_config(tmp_path, compress="none"))
     await run_writer(w, [("BTCUSD", rec("BTCUSD", 1))])
-    assert [r["n"] for r in lines_of(folder / "current.jsonl")] == [0, 1]
+    closed = folder / "BTCUSD.20231114T220000Z.jsonl"  # named from the first record's hour
+    assert [r["type"] for r in lines_of(closed)] == ["resync"]
+    assert [r["n"] for r in body(folder / "current.jsonl")] == [1]
 
 
 def test_cut_partial_line_longer_than_a_chunk(tmp_path):
@@ -66,7 +84,7 @@ def test_cut_partial_line_longer_than_a_chunk(tmp_path):
 def test_short_writes_complete_the_line(tmp_path, monkeypatch):
     real = os.write
     monkeypatch.setattr(writer_mod, "_os_write", lambda fd, data: real(fd, bytes(data[:3])))
-    f = SymbolFile(tmp_path, "BTCUSD")
+    f = SegmentFile(tmp_path, 0)
     f.write(rec("BTCUSD", 1) + rec("BTCUSD", 2))
     f.close()
     assert [r["n"] for r in lines_of(f.path)] == [1, 2]
@@ -85,7 +103,7 @@ async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
         return real(fd, data)
 
     monkeypatch.setattr(writer_mod, "_os_write", fake_write)
-    w = Writer(tmp_path, queue_size=100, batch_max=1)
+    w = Writer(out_config(tmp_path, queue_size=100, batch_max=1))
     task = asyncio.create_task(w.run())
     await w.put("BTCUSD", rec("BTCUSD", 0))
     await w.put("ETHUSD", rec("ETHUSD", 0))
@@ -100,19 +118,19 @@ async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
     await w.put("BTCUSD", rec("BTCUSD", 4))
     await w.stop()
     await asyncio.wait_for(task, 10)
-    got = lines_of(tmp_path / "BTCUSD" / "current.jsonl")
+    got = body(tmp_path / "BTCUSD" / "current.jsonl")
     assert [r.get("n") for r in got] == [0, None, 4]
     assert got[1]["type"] == "resync" and got[1]["reason"] == "dropped"
     assert got[1]["dropped"] == 3
     assert w.dropped_total == 3 and w.write_errors == 3
-    assert [r["n"] for r in lines_of(tmp_path / "ETHUSD" / "current.jsonl")] == [0]
+    assert [r["n"] for r in body(tmp_path / "ETHUSD" / "current.jsonl")] == [0]
 
 
 async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
     synced = []
     real = os.fsync
     monkeypatch.setattr(writer_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    w = Writer(tmp_path)
+    w = Writer(out_config(tmp_path))
     await run_writer(w, [("BTCUSD", rec("BTCUSD", 1)), ("ETHUSD", rec("ETHUSD", 1))])
     assert len(synced) >= 2
     assert w.files == {}

@@ -37,6 +37,7 @@ K = FaultKind
 class ConnState(enum.Enum):
     LIVE = "live"
     STALLED = "stalled"  # open, silent until the client closes
+    CLOSING = "closing"  # finishing: queued frames go out, then a close frame (replay loop)
     CLOSED = "closed"  # aborted, dropped as slow, or closed by the client
 
 
@@ -56,6 +57,8 @@ class Connection:
         self._wake = asyncio.Event()
         self._pending: list[FaultKind] = []  # gap/unknown waiting for a carrier frame
         self._closer: asyncio.Task[None] | None = None
+        self._finish: tuple[int, str] | None = None  # close frame to send once drained
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # ---- frames ------------------------------------------------------------------
 
@@ -197,6 +200,32 @@ class Connection:
             if self.ws.transport is not None:
                 self.ws.transport.abort()
 
+    def finish(self, code: int, reason: str, grace: float = 5.0) -> None:
+        """Close cleanly: no new frames; the queued ones are sent, then a close frame
+        ``code``/``reason``. A stalled connection just gets the close frame. If that has
+        not happened within ``grace`` seconds (a client that stopped reading), abort."""
+        if self.state in (ConnState.CLOSED, ConnState.CLOSING):
+            return
+        if self.state is ConnState.STALLED:
+            self.queue.clear()
+        self.state = ConnState.CLOSING
+        self._finish = (code, reason)
+        self._wake.set()
+        self._watchdog = asyncio.get_running_loop().call_later(grace, self._abort)
+
+    def _abort(self) -> None:
+        if self.ws.transport is not None:
+            self.ws.transport.abort()
+
+    async def _close_clean(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), self.close_timeout)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self._abort()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
     # ---- tasks -----------------------------------------------------------------------
 
     async def run_sender(self) -> None:
@@ -206,6 +235,9 @@ class Connection:
                 await asyncio.sleep(self.snapshot_delay)
             while True:
                 if not queue:
+                    if self._finish is not None:
+                        await self._close_clean(*self._finish)
+                        return
                     self._wake.clear()
                     self.hub.wake_market()
                     await self._wake.wait()

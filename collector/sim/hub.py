@@ -9,12 +9,16 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .connection import Connection, ConnState
 from .faults import Fault, FaultKind, FiredFault, RandomFaults
 from .market import Market, Update
 from .stats import Notifier, SymbolStats
 from .truth import TruthLog, TruthWriter
+
+if TYPE_CHECKING:
+    from .replay import ReplayMarket
 
 __all__ = ["SymbolHub"]
 
@@ -26,7 +30,7 @@ _BATCH = 64  # unlimited rate: updates per loop turn
 
 
 class SymbolHub:
-    def __init__(self, market: Market, *, active: bool, random_faults: RandomFaults,
+    def __init__(self, market: Market | ReplayMarket, *, active: bool, random_faults: RandomFaults,
                  notifier: Notifier, clock_ms: Callable[[], int], seed: int | str,
                  record_truth: bool = True, truth_writer: TruthWriter | None = None) -> None:
         self.symbol = market.spec.symbol

@@ -7,11 +7,14 @@ response from its ``process_request`` hook, on the same port as the WebSocket en
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .market import Market
 from .symbols import SymbolSpec
+
+if TYPE_CHECKING:
+    from .replay import ReplayMarket
 
 __all__ = ["error_body", "route"]
 
@@ -36,7 +39,7 @@ def _limit(query: Mapping[str, str], name: str) -> int:
     return value
 
 
-def _book(market: Market, query: Mapping[str, str], now_s: int) -> Body:
+def _book(market: Market | ReplayMarket, query: Mapping[str, str], now_s: int) -> Body:
     p, a = market.spec.price_scale.render, market.spec.amount_scale.render
     ts = str(now_s)  # every level carries the same timestamp (observed in 2019)
     out: dict[str, list[dict[str, str]]] = {}
@@ -48,7 +51,7 @@ def _book(market: Market, query: Mapping[str, str], now_s: int) -> Body:
 
 
 def route(path: str, query_string: str, specs: Mapping[str, SymbolSpec],
-          markets: Mapping[str, Market], now_s: int) -> tuple[int, Body]:
+          markets: Mapping[str, Market | ReplayMarket], now_s: int) -> tuple[int, Body]:
     """Answer one REST GET. ``specs`` are the listed symbols (upper case)."""
     parts = [p for p in path.split("/") if p]
     query = dict(parse_qsl(query_string, keep_blank_values=True))

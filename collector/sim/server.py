@@ -25,13 +25,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import rest
+from .capture import Capture, load_capture
 from .connection import Connection
 from .faults import Fault, FaultKind, RandomFaults, parse_fault_spec
 from .frames import Subscription
 from .hub import SymbolHub
 from .market import FlowParams, IdSource, Market
+from .replay import ReplayHub, ReplayMarket
 from .stats import Notifier, SymbolStats
 from .symbols import SymbolSpec, spec_for
+from .tape import Tape, build_tape
 from .truth import TruthCursor, TruthWriter
 
 __all__ = ["SimExchange", "run_simulator"]
@@ -70,11 +73,19 @@ class SimExchange:
     fastest connection drains them; None = no automatic flow, call ``advance``).
     ``listed`` adds symbols that are listed (REST, WebSocket accepted) but quiet: a book,
     a snapshot, heartbeats, and no updates. Any other symbol gets 404.
+
+    Replay mode (``replay=`` a capture path, a ``Capture`` or a ``Tape``): the symbols with
+    a book in the capture (``symbols`` restricts them) play the capture instead of the
+    synthetic market; ``rate``, ``depth`` and ``flow`` do not apply to them. ``speed``:
+    factor on the recorded inter-arrival times (1 = real time), 0 = as fast as the fastest
+    connection drains them, None = no automatic flow (``advance``). ``loop``: restart from
+    the initial book at the end (connections of a symbol whose book changed are closed
+    with 1012 so clients resnapshot); without it the final book stays, quiet.
     """
 
     def __init__(
         self,
-        symbols: Iterable[str] = ("BTCUSD",),
+        symbols: Iterable[str] | None = None,
         seed: int = 1,
         rate: float | None = 50.0,
         heartbeat_s: float = 5.0,
@@ -89,8 +100,20 @@ class SimExchange:
         truth_path: str | Path | None = None,
         flow: FlowParams | None = None,
         clock_ms: Callable[[], int] = _wall_ms,
+        replay: str | Path | Capture | Tape | None = None,
+        speed: float | None = 1.0,
+        loop: bool = True,
     ) -> None:
-        active = list(dict.fromkeys(s.upper() for s in symbols))
+        self.tape: Tape | None = None
+        if replay is not None:
+            if speed is not None and speed < 0:
+                raise ValueError("speed must be >= 0 (0 = unlimited) or None (manual)")
+            self.tape = _tape(replay, symbols)
+            active = list(self.tape.symbols)
+        else:
+            active = list(dict.fromkeys(s.upper() for s in symbols or ("BTCUSD",)))
+        self.speed = speed
+        self.loop = loop
         quiet = [s for s in dict.fromkeys(s.upper() for s in listed or ()) if s not in active]
         if not active and not quiet:
             raise ValueError("at least one symbol is required")
@@ -108,6 +131,8 @@ class SimExchange:
         self.close_timeout = close_timeout
         self.clock_ms = clock_ms
         self.specs: dict[str, SymbolSpec] = {s: spec_for(s) for s in active + quiet}
+        if self.tape is not None:
+            self.specs.update({s: t.spec for s, t in self.tape.symbols.items()})
         rates = parse_fault_spec(faults)
         self._notifier = Notifier()
         self._writer = TruthWriter(truth_path) if truth_path is not None else None
@@ -115,6 +140,13 @@ class SimExchange:
         trade_ids = IdSource(2_840_141_029_000_000)
         self._hubs: dict[str, SymbolHub] = {}
         for sym, spec in self.specs.items():
+            if self.tape is not None and sym in self.tape.symbols:
+                self._hubs[sym] = ReplayHub(
+                    ReplayMarket(self.tape.symbols[sym], event_ids, trade_ids, seed), loop=loop,
+                    random_faults=RandomFaults(rates, f"{seed}:{sym}"), notifier=self._notifier,
+                    clock_ms=clock_ms, seed=seed, record_truth=record_truth,
+                    truth_writer=self._writer)
+                continue
             market = Market(spec, seed, depth, event_ids, trade_ids, flow)
             self._hubs[sym] = SymbolHub(
                 market, active=sym in active, random_faults=RandomFaults(rates, f"{seed}:{sym}"),
@@ -140,7 +172,16 @@ class SimExchange:
         )
         sock = next(iter(self._server.sockets))
         self.host, self.port = sock.getsockname()[:2]
-        if self.rate is not None:
+        if self.tape is not None:
+            if self.speed is not None:
+                for hub in self._hubs.values():
+                    if isinstance(hub, ReplayHub):
+                        task = asyncio.create_task(
+                            hub.run_replay(self.speed, self.tape.start_ns, self.tape.span_ns),
+                            name=f"sim-replay-{hub.symbol}")
+                        task.add_done_callback(self._flow_done)
+                        self._tasks.append(task)
+        elif self.rate is not None:
             for hub in self._hubs.values():
                 if hub.active:
                     task = asyncio.create_task(hub.run_flow(self.rate), name=f"sim-flow-{hub.symbol}")
@@ -204,11 +245,17 @@ class SimExchange:
         self._hub(symbol).inject(Fault.make(kind, **params))
 
     def advance(self, symbol: str, n: int = 1) -> None:
-        """Publish n market updates for a symbol right now (any rate, even None)."""
+        """Publish n market updates for a symbol right now (any rate, even None). Replay:
+        the next n steps of the tape (looping; without loop, stops at the end)."""
         self._hub(symbol).advance(n)
 
-    def market(self, symbol: str) -> Market:
+    def market(self, symbol: str) -> Market | ReplayMarket:
         return self._hub(symbol).market
+
+    def replay_finished(self, symbol: str) -> bool:
+        """Replay without loop: the symbol's tape has been played to the end."""
+        hub = self._hub(symbol)
+        return isinstance(hub, ReplayHub) and hub.finished
 
     def truth(self, symbol: str) -> TruthCursor:
         """A new cursor over the symbol's true book history."""
@@ -277,9 +324,23 @@ class SimExchange:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _tape(replay: str | Path | Capture | Tape, symbols: Iterable[str] | None) -> Tape:
+    if isinstance(replay, Tape):
+        if symbols is None:
+            return replay
+        wanted = list(dict.fromkeys(s.upper() for s in symbols))
+        missing = [s for s in wanted if s not in replay.symbols]
+        if missing:
+            raise ValueError(f"not in the replay: {', '.join(missing)}")
+        return Tape(replay.path, {s: replay.symbols[s] for s in wanted}, replay.start_ns,
+                    replay.end_ns, replay.counts)
+    capture = replay if isinstance(replay, Capture) else load_capture(replay)
+    return build_tape(capture, symbols)
+
+
 async def run_simulator(
     port: int = 8765,
-    symbols: Iterable[str] = ("BTCUSD", "ETHUSD"),
+    symbols: Iterable[str] | None = None,
     rate: float | None = 50.0,
     seed: int = 1,
     faults: str = "",
@@ -291,18 +352,29 @@ async def run_simulator(
     ping_interval: float | None = 20.0,
     truth_path: str | Path | None = None,
     ready: Callable[[SimExchange], None] | None = None,
+    replay: str | Path | Capture | Tape | None = None,
+    speed: float | None = 1.0,
+    loop: bool = True,
 ) -> None:
     """Run a simulator until cancelled (the entry point for ``collector simulate``).
 
+    ``symbols`` None: BTCUSD,ETHUSD (synthetic) or every symbol of the capture (replay).
     Prints one line with the URLs once listening; ``ready(sim)`` is called then too.
     """
+    if replay is None and symbols is None:
+        symbols = ("BTCUSD", "ETHUSD")
     sim = SimExchange(symbols, seed=seed, rate=rate, heartbeat_s=heartbeat_s, depth=depth,
                       faults=faults, ping_interval=ping_interval, listed=listed,
-                      truth_path=truth_path)
+                      truth_path=truth_path, replay=replay, speed=speed, loop=loop)
     await sim.start(host, port)
     async with sim:
+        mode = ""
+        if sim.tape is not None:
+            pace = "max" if speed == 0 else "manual" if speed is None else f"x{speed:g}"
+            mode = (f"  replay {sim.tape.path.name} speed {pace} "
+                    f"{'loop' if loop else 'no-loop'}")
         print(f"gemini simulator: ws {sim.ws_url}/SYMBOL  rest {sim.rest_url}  "
-              f"symbols {','.join(sim.symbols)}", flush=True)
+              f"symbols {','.join(sim.symbols)}{mode}", flush=True)
         if ready is not None:
             ready(sim)
         await asyncio.Event().wait()

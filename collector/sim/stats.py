@@ -27,6 +27,7 @@ class SymbolStats:
     last_event_id: int = 0  # latest published event id (initial book's id before any)
     slow_closes: int = 0  # connections dropped because their send buffer overflowed
     rest_requests: int = 0
+    loops: int = 0  # replay mode: times the tape restarted from the beginning
     faults: list[FiredFault] = field(default_factory=list)
 
     def fired(self, kind: str | FaultKind | None = None) -> list[FiredFault]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from .ladder import Ladder
 from .market import Change, Market
 from .symbols import Scale
+
+if TYPE_CHECKING:
+    from .replay import ReplayMarket
 
 __all__ = ["Levels", "TruthCursor", "TruthLog", "TruthWriter"]
 
@@ -26,7 +29,7 @@ Levels = list[list[str]]  # [[price, amount], ...] best first
 class TruthLog:
     """Append-only record of one symbol's book: initial levels, then changes by event id."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market | ReplayMarket) -> None:
         self.symbol = market.spec.symbol
         self.price: Scale = market.spec.price_scale
         self.amount: Scale = market.spec.amount_scale
@@ -36,6 +39,7 @@ class TruthLog:
         self.update_ids: list[int] = []  # every published update, ascending
         self.event_ids: list[int] = []  # the updates that changed the book, ascending
         self.changes: list[list[Change]] = []  # their changes, parallel to event_ids
+        self.resets: list[int] = []  # replay loop boundaries (no update frame carries them)
         self.last_event_id = self.initial_event_id
 
     def record(self, event_id: int, changes: list[Change]) -> None:
@@ -45,6 +49,18 @@ class TruthLog:
             raise ValueError(f"event ids must increase: {event_id} after {self.last_event_id}")
         self.last_event_id = event_id
         self.update_ids.append(event_id)
+        if changes:
+            self.event_ids.append(event_id)
+            self.changes.append(changes)
+
+    def record_reset(self, event_id: int, changes: list[Change]) -> None:
+        """Record a replay loop boundary: the book jumps back to its initial state under a
+        fresh id that no update frame carries (the next snapshots do). It is in
+        ``event_ids`` (when the book changed) and ``resets``, not in ``update_ids``."""
+        if event_id <= self.last_event_id:
+            raise ValueError(f"event ids must increase: {event_id} after {self.last_event_id}")
+        self.last_event_id = event_id
+        self.resets.append(event_id)
         if changes:
             self.event_ids.append(event_id)
             self.changes.append(changes)

@@ -1,0 +1,163 @@
+"""Segment files: names, UTC-aligned periods, compression, retention.
+
+A symbol's directory holds the active `current.jsonl` and closed segments named
+`<SYMBOL>.<UTC start YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]`, N = 2, 3, ... for
+segments closed early by size within one period. Compression writes
+`<name>.zst.tmp`, fsyncs, renames, then removes the plain file, so a crash at any
+point leaves either the plain segment or the complete compressed one (a leftover
+plain file beside its compressed twin is removed at the next start).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("segments")
+
+CURRENT = "current.jsonl"
+SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)\.(?P<start>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.jsonl(?P<ext>\.zst|\.gz)?$")
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def period_start(now: float, period_s: int) -> int:
+    """Start (epoch seconds) of the UTC-aligned period holding `now`."""
+    return int(now // period_s) * period_s
+
+
+def stamp(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime(_STAMP)
+
+
+@dataclass(frozen=True, order=True)
+class Closed:
+    """A closed segment, ordered by (start, n)."""
+
+    start: int
+    n: int
+    path: Path
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.suffix in (".zst", ".gz")
+
+
+def parse_name(path: Path) -> Closed | None:
+    m = _NAME.match(path.name)
+    if not m:
+        return None
+    start = int(datetime.strptime(m["start"], _STAMP).replace(tzinfo=timezone.utc).timestamp())
+    return Closed(start, int(m["n"] or 1), path)
+
+
+def closed_segments(folder: Path) -> list[Closed]:
+    """Closed segments in order; a segment present plain and compressed counts once (plain)."""
+    found: dict[tuple[int, int], Closed] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        seg = parse_name(Path(entry.path))
+        if seg is None:
+            continue
+        key = (seg.start, seg.n)
+        if key not in found or found[key].compressed:
+            found[key] = seg
+    return sorted(found.values())
+
+
+def closed_name(folder: Path, symbol: str, start: int) -> Path:
+    """Name for the next segment closed in the period starting at `start`."""
+    taken = {s.n for s in closed_segments(folder) if s.start == start}
+    n = 1
+    while n in taken:
+        n += 1
+    suffix = "" if n == 1 else f"-{n}"
+    return folder / f"{symbol}.{stamp(start)}{suffix}.jsonl"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def compress(path: Path, method: str) -> Path:
+    """Compress a closed plain segment; returns the final path. Runs off the loop."""
+    if method == "none":
+        return path
+    final = path.with_name(path.name + SUFFIX[method])
+    tmp = final.with_name(final.name + ".tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        if method == "zstd":
+            import zstandard
+
+            # level 3 (zstd's default) with 1 thread: fast, and leaves the other core alone
+            zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
+        else:
+            with gzip.GzipFile(fileobj=dst, mode="wb", compresslevel=6, mtime=0) as gz:
+                shutil.copyfileobj(src, gz, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.rename(tmp, final)
+    fsync_dir(path.parent)
+    os.unlink(path)
+    return final
+
+
+def pending_compression(folder: Path) -> Iterator[Path]:
+    """Plain closed segments still to compress; removes stale `.tmp` files and plain
+    files whose compressed twin is complete (a crash between rename and unlink)."""
+    try:
+        names = {e.name for e in os.scandir(folder)}
+    except FileNotFoundError:
+        return
+    for name in sorted(names):
+        if name.endswith(".tmp"):
+            os.unlink(folder / name)
+            continue
+        if parse_name(Path(name)) is None or not name.endswith(".jsonl"):
+            continue
+        if name + ".zst" in names or name + ".gz" in names:
+            os.unlink(folder / name)
+            continue
+        yield folder / name
+
+
+def expired(root: Path, retain_s: int | None, retain_bytes: int | None,
+            now: float | None = None) -> list[Path]:
+    """Closed segments under `root` beyond the age or the total-size bound, oldest first."""
+    if retain_s is None and not retain_bytes:
+        return []
+    now = time.time() if now is None else now
+    segs: list[tuple[int, int, os.stat_result, Path]] = []
+    for dirpath, _, _ in os.walk(root):
+        for seg in closed_segments(Path(dirpath)):
+            try:
+                segs.append((seg.start, seg.n, seg.path.stat(), seg.path))
+            except FileNotFoundError:
+                continue
+    segs.sort(key=lambda s: (s[0], s[1]))
+    doomed: list[Path] = []
+    total = sum(st.st_size for _, _, st, _ in segs)
+    for _, _, st, path in segs:
+        too_old = retain_s is not None and st.st_mtime < now - retain_s
+        too_big = bool(retain_bytes) and total > retain_bytes  # type: ignore[operator]
+        if not (too_old or too_big):
+            continue
+        doomed.append(path)
+        total -= st.st_size
+    return doomed

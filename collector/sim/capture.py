@@ -1,0 +1,196 @@
+"""Reading recorded market-data captures: the received messages, in order, with their
+receive times. No book logic here (that is ``tape.py``).
+
+Formats, detected from the file:
+
+* cryptofeed text captures (``GEMINI.ws.1.0``): header lines, then one ``<recv ts>: {json}``
+  line per received message. Lines containing `` <- `` (sent), `` <-> `` (connect),
+  `` -> `` (REST) or starting with ``configuration:`` are not received messages.
+* JSON lines, plain (``.jsonl``) or zstd-compressed (``.zst``; needs the optional
+  ``zstandard`` package), one record per line, any mix of:
+
+  - cryptofeed v3 records ``{"t":"recv","ts":<epoch s>,"data":<message or its JSON text>}``;
+    ``{"t":"http","url":".../v1/symbols/details/<sym>","data":...}`` records are kept as
+    symbol details (increments); other ``t`` values are ignored;
+  - raw v1 frames (our own collector's shape) ``{"recv_ns":<epoch ns>,"symbol":"BTCUSD",
+    "frame":{...v1 frame...}}``; ``frame`` may also be the frame's JSON text.
+
+Messages are v2 (``l2_updates``, ``trade``, ``heartbeat``...; they carry ``symbol``) or v1
+frames (``update``/``heartbeat``; the symbol comes from the record).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["Capture", "Message", "load_capture"]
+
+_RECV_LINE = re.compile(r"^(\d+(?:\.\d+)?): (.*)$")
+_NOT_RECEIVED = (" <- ", " <-> ", " -> ")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received message. ``v1_symbol`` is set for raw v1 frames (which carry no symbol)."""
+
+    ts_ns: int
+    data: dict[str, Any]
+    v1_symbol: str | None = None
+
+    @property
+    def symbol(self) -> str | None:
+        if self.v1_symbol is not None:
+            return self.v1_symbol
+        sym = self.data.get("symbol")
+        return sym.upper() if isinstance(sym, str) else None
+
+    @property
+    def type(self) -> str:
+        t = self.data.get("type")
+        return t if isinstance(t, str) else "?"
+
+
+@dataclass
+class Capture:
+    """The received messages of one capture file, in file order."""
+
+    path: Path
+    messages: list[Message] = field(default_factory=list)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # /v1/symbols/details bodies
+    invalid_lines: int = 0  # unparseable lines (a torn last line, ...), skipped
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Received messages by ``type`` (``l2_updates``, ``trade``, ``heartbeat``, ``update``...)."""
+        return Counter(m.type for m in self.messages)
+
+    @property
+    def symbols(self) -> list[str]:
+        """Symbols in order of first appearance."""
+        return list(dict.fromkeys(s for m in self.messages if (s := m.symbol) is not None))
+
+    @property
+    def start_ns(self) -> int:
+        return self.messages[0].ts_ns if self.messages else 0
+
+    @property
+    def end_ns(self) -> int:
+        return self.messages[-1].ts_ns if self.messages else 0  # times are non-decreasing
+
+
+def _ns(text: str | float | int) -> int:
+    """Epoch seconds (text or number) -> ns, exactly for text."""
+    try:
+        return int(Decimal(str(text)) * 1_000_000_000)
+    except InvalidOperation:
+        raise ValueError(f"bad timestamp {text!r}") from None
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, (str, bytes)):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".zst":
+        try:
+            import zstandard  # noqa: PLC0415 - optional, only for .zst captures
+        except ImportError:
+            raise RuntimeError(
+                f"install zstandard to replay .zst files ({path.name}): pip install zstandard"
+            ) from None
+        raw = path.open("rb")
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.TextIOWrapper(reader, encoding="utf-8")
+    return path.open("r", encoding="utf-8")  # type: ignore[return-value]
+
+
+def _text_lines(lines: Iterator[str], cap: Capture) -> None:
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if not line.strip() or line.startswith("configuration:") or any(
+                s in line for s in _NOT_RECEIVED):
+            continue
+        m = _RECV_LINE.match(line)
+        data = _as_dict(m.group(2)) if m else None
+        if m is None or data is None:
+            cap.invalid_lines += 1
+            continue
+        cap.messages.append(Message(_ns(m.group(1)), data))
+
+
+def _jsonl_lines(lines: Iterator[str], cap: Capture) -> None:
+    for line in lines:
+        if not line.strip():
+            continue
+        rec = _as_dict(line)
+        if rec is None:
+            cap.invalid_lines += 1
+            continue
+        if "recv_ns" in rec and "frame" in rec:  # raw v1 frame of our collector
+            frame = _as_dict(rec["frame"])
+            sym = rec.get("symbol")
+            if frame is None or not isinstance(sym, str):
+                cap.invalid_lines += 1
+                continue
+            cap.messages.append(Message(int(rec["recv_ns"]), frame, sym.upper()))
+            continue
+        t = rec.get("t")
+        if t == "recv":
+            data = _as_dict(rec.get("data"))
+            if data is None or "ts" not in rec:
+                cap.invalid_lines += 1
+                continue
+            cap.messages.append(Message(_ns(rec["ts"]), data))
+        elif t == "http":
+            url = str(rec.get("url", ""))
+            head, sep, sym = url.rpartition("/symbols/details/")
+            body = _as_dict(rec.get("data"))
+            if sep and body is not None and "tick_size" in body and sym.lower() != "all":
+                cap.details[sym.upper()] = body
+
+
+def load_capture(path: str | Path) -> Capture:
+    """Parse a capture file (format detected: ``.zst`` → zstd JSON lines; a first
+    non-blank line starting with ``{`` → JSON lines; otherwise the text format)."""
+    p = Path(path)
+    cap = Capture(p)
+    with _open_text(p) as f:
+        lines = iter(f)
+        first = ""
+        for first in lines:
+            if first.strip():
+                break
+        chained = _chain(first, lines)
+        if first.lstrip().startswith("{"):
+            _jsonl_lines(chained, cap)
+        else:
+            _text_lines(chained, cap)
+    # File order is the order of reception; a receive clock that stepped back is clamped
+    # (never reordered: the per-symbol order is what keeps a v2 book right).
+    last = 0
+    for i, m in enumerate(cap.messages):
+        if m.ts_ns < last:
+            cap.messages[i] = Message(last, m.data, m.v1_symbol)
+        else:
+            last = m.ts_ns
+    return cap
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
