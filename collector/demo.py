@@ -369,7 +369,8 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
                 wait, last = min(every, left), left <= every
             # Wake early on a signal, or if the collector ends by itself (e.g. exit 75: the
             # output directory is locked by another collector; 1: the writer died).
-            await asyncio.wait((stopped, app_task), timeout=max(0.0, wait))
+            await asyncio.wait((stopped, app_task), timeout=max(0.0, wait),
+                               return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set() or app_task.done() or last:
                 break  # the summary follows; no partial-interval frame
             now = time.monotonic()
@@ -403,8 +404,9 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
         if folder.is_dir():  # segments closed (rotated) by this or earlier runs
             closed[sym] = sum(1 for p in folder.iterdir()
                               if p.is_file() and p.name.startswith(f"{sym}."))
-    write("\n" + "\n".join(render_summary(views, elapsed, files, cfg.output.dir, opts.chaos,
-                                          closed)) + "\n")
+    if status == 0 or any(v.bytes_written for v in views):
+        write("\n" + "\n".join(render_summary(views, elapsed, files, cfg.output.dir, opts.chaos,
+                                              closed)) + "\n")
     if status:
         if events:  # on a terminal they were only shown in the view
             print("\n".join(events), file=sys.stderr)

@@ -23,12 +23,12 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from collector import records
+from collector import rawlog, records
 from collector.backoff import Backoff, TokenBucket, acquire_wait
 from collector.config import Config
 from collector.gemini.v1 import stream_url
 from collector.stream import Counts, Stream, StreamBroken
-from collector.writer import Writer
+from collector.writer import Writer, raw_key
 
 _unknown_logged: set[str] = set()  # unknown event types are logged once per process
 
@@ -60,6 +60,7 @@ class Feed:
             process_bucket,
         )
         self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
+        self.raw_key = raw_key(symbol) if cfg.output.raw else None
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._failures = 0  # failed attempts since the stream was last live
@@ -125,6 +126,8 @@ class Feed:
             return 0.0
         self._ws = ws
         self.log.info("connected", url=self.url)
+        if self.raw_key:
+            await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
         live_since: float | None = None
         stream = self._stream = Stream(self.symbol, self.depth, self.emit_every, self._unknown, self.stats)
         try:
@@ -143,7 +146,15 @@ class Feed:
                     raise StreamBroken("closed", detail=_close_detail(exc)) from None
                 recv_ns = time.time_ns()
                 self.stats.last_frame = self.clock()
-                data = stream.feed(raw, recv_ns)
+                try:
+                    data = stream.feed(raw, recv_ns)
+                except StreamBroken as broken:
+                    if self.raw_key:
+                        await self.writer.put(self.raw_key, rawlog.frame(
+                            raw, recv_ns, parsed=broken.reason != "invalid"))
+                    raise
+                if self.raw_key:
+                    await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
@@ -185,6 +196,8 @@ class Feed:
 
     async def _emit(self, data: bytes) -> None:
         await self.writer.put(self.symbol, data)
+        if self.raw_key:  # so a replay of the raw frames marks the same breaks
+            await self.writer.put(self.raw_key, data)
 
     def _unknown(self, kind: str) -> None:
         self.stats.unknown[kind] += 1

@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -261,37 +262,36 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
     loads = orjson.loads
     while True:
         segs = [s for s in list_segments(folder, symbol) if done is None or s.key > done]
-        closed = [s for s in segs if not s.is_current]
-        if not closed and (not segs or done == _CURRENT_KEY):
+        if not segs:
             return
+        closed = [s for s in segs if not s.is_current]
         if not closed:
             segs = segs[-1:]  # current.jsonl, read once every closed one is done
-        # start of the next later period, for skipping by `start`
-        nexts: list[int | None] = []
-        later: int | None = None
-        for s in reversed(segs):
-            nexts.append(later)
-            if s.start_ns is not None and (later is None or s.start_ns < later):
-                later = s.start_ns if later is None or s.start_ns < later else later
-        nexts.reverse()
-        stop = False
-        for seg, next_start in zip(segs, nexts):
+        # Period starts, to skip by time: every record of a segment was received
+        # before the next period's segment was started (give or take the slack).
+        starts = sorted({s.start_ns for s in closed if s.start_ns is not None})
+        current_start = _peek_segment_start(folder / CURRENT) if timed else None
+        if current_start is not None:
+            starts = sorted({*starts, current_start})
+        for seg in segs:
             if seg.is_current and closed:
                 break  # list again first: a rotation may have happened meanwhile
+            seg_start = current_start if seg.is_current else seg.start_ns
+            if end is not None and seg_start is not None and seg_start >= end + SKIP_SLACK_NS:
+                return  # this one and every later one start after `end`
             done = seg.key
-            if start is not None and next_start is not None and next_start > (seg.start_ns or 0) \
-                    and next_start + SKIP_SLACK_NS <= start:
-                last_book = None
-                continue
-            if end is not None and seg.start_ns is not None and seg.start_ns >= end + SKIP_SLACK_NS:
-                stop = True
-                break
+            if start is not None and seg_start is not None:
+                i = bisect_right(starts, seg_start)
+                if i < len(starts) and starts[i] + SKIP_SLACK_NS <= start:
+                    last_book = None
+                    continue
             opened = _open_segment(seg)
             if opened is None:  # gone (retention) between listing and opening
                 last_book = None
                 continue
             path, f = opened
             header: dict[str, Any] | None = None
+            header_line = b""
             after_header = False
             seg_last_book: bytes | None = None
             lineno = 0
@@ -308,15 +308,14 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
                             raise ReadError(path, lineno, "not a JSON record: "
                                             + line[:80].decode("utf-8", "replace").rstrip()) from None
                         if kind == "header":
-                            header, after_header = rec, True
+                            header, header_line, after_header = rec, line, True
                             continue
                         if kind == "book":
-                            stripped = line.rstrip(b"\n")
-                            if after_header and stripped == last_book:
+                            if after_header and line == last_book:
                                 after_header = False
-                                seg_last_book = stripped
+                                seg_last_book = line
                                 continue  # carry-over copy of the previous segment's last book
-                            seg_last_book = stripped
+                            seg_last_book = line
                         after_header = False
                         recv_ns = rec.get("recv_ns")
                         if type(recv_ns) is not int:
@@ -326,12 +325,12 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
                         key = recv_ns
                         if header is not None:
                             if want_header:
-                                yield key, header, orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE)
+                                yield key, header, header_line
                             header = None
                         if types is None or kind in types:
                             yield key, rec, line
                     if header is not None and want_header and not timed:
-                        yield key, header, orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE)
+                        yield key, header, header_line
             except ReadError as exc:
                 if exc.line is None:
                     raise ReadError(path, lineno + 1, exc.why) from None
@@ -339,8 +338,19 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
             except DECODE_ERRORS as exc:
                 raise ReadError(path, lineno + 1, f"cannot decompress: {exc}") from None
             last_book = seg_last_book
-        if stop:
-            return
+
+
+def _peek_segment_start(path: Path) -> int | None:
+    """The `segment_start` of the header of `path`, if it has one."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+        rec = orjson.loads(first)
+        if rec.get("type") == "header":
+            return parse_time(rec["segment_start"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
 
 
 def _symbols_arg(directory: Path, symbol: str | Iterable[str] | None) -> list[str]:
@@ -389,8 +399,8 @@ def read(directory: Path | str, symbol: str | Iterable[str] | None = None,
     (stable; each symbol's own order is kept). Kept when `start <= recv_ns < end`
     (times: see the module docstring) and, if `types` is given, of those types
     (`"header"` included only when asked for: a header comes just before the first
-    record yielded from its segment, or, with no time bounds, also for an empty
-    segment). Carry-over book copies are dropped. Arguments are checked (and
+    record of its segment inside the time bounds, whatever that record's type; with
+    no time bounds, every header comes, an empty segment's too). Carry-over book copies are dropped. Arguments are checked (and
     missing directories raise FileNotFoundError) when called, not when iterated."""
     it = _read(directory, symbol, start, end, types)
     return (rec for _, rec, _ in it)
@@ -399,7 +409,7 @@ def read(directory: Path | str, symbol: str | Iterable[str] | None = None,
 def read_lines(directory: Path | str, symbol: str | Iterable[str] | None = None,
                start: datetime | str | int | None = None, end: datetime | str | int | None = None,
                types: str | Iterable[str] | None = None) -> Iterator[bytes]:
-    """As `read`, but each record's line exactly as stored (headers re-rendered)."""
+    """As `read`, but each record's line exactly as stored (newline included)."""
     it = _read(directory, symbol, start, end, types)
     return (line for _, _, line in it)
 

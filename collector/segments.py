@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import structlog
 
@@ -85,6 +86,25 @@ def closed_name(folder: Path, symbol: str, start: int) -> Path:
         n += 1
     suffix = "" if n == 1 else f"-{n}"
     return folder / f"{symbol}.{stamp(start)}{suffix}.jsonl"
+
+
+def open_segment(path: Path) -> IO[bytes]:
+    """A binary reader of a segment, decompressing `.zst` and `.gz`."""
+    if path.suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # type: ignore[return-value]
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def stream_files(folder: Path) -> list[Path]:
+    """Every segment of one stream in order: closed ones, then current.jsonl."""
+    files = [s.path for s in closed_segments(folder)]
+    if (folder / CURRENT).exists():
+        files.append(folder / CURRENT)
+    return files
 
 
 def fsync_dir(path: Path) -> None:

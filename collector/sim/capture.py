@@ -87,7 +87,7 @@ class Capture:
         return self.messages[-1].ts_ns if self.messages else 0  # times are non-decreasing
 
 
-def _ns(text: str | float | int) -> int:
+def _ns(text: str | float) -> int:
     """Epoch seconds (text or number) -> ns, exactly for text."""
     try:
         return int(Decimal(str(text)) * 1_000_000_000)
@@ -107,7 +107,7 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".zst":
         try:
-            import zstandard  # noqa: PLC0415 - optional, only for .zst captures
+            import zstandard  # type: ignore[import-not-found, unused-ignore]  # optional
         except ImportError:
             raise RuntimeError(
                 f"install zstandard to replay .zst files ({path.name}): pip install zstandard"
@@ -115,7 +115,7 @@ def _open_text(path: Path) -> io.TextIOBase:
         raw = path.open("rb")
         reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
         return io.TextIOWrapper(reader, encoding="utf-8")
-    return path.open("r", encoding="utf-8")  # type: ignore[return-value]
+    return path.open("r", encoding="utf-8")
 
 
 def _text_lines(lines: Iterator[str], cap: Capture) -> None:
@@ -157,7 +157,7 @@ def _jsonl_lines(lines: Iterator[str], cap: Capture) -> None:
             cap.messages.append(Message(_ns(rec["ts"]), data))
         elif t == "http":
             url = str(rec.get("url", ""))
-            head, sep, sym = url.rpartition("/symbols/details/")
+            _, sep, sym = url.rpartition("/symbols/details/")
             body = _as_dict(rec.get("data"))
             if sep and body is not None and "tick_size" in body and sym.lower() != "all":
                 cap.details[sym.upper()] = body

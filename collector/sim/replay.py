@@ -27,11 +27,11 @@ import asyncio
 import random
 from collections.abc import Callable
 
+from .faults import RandomFaults
 from .hub import _BATCH, SymbolHub
 from .ladder import Ladder
 from .market import Change, Event, IdSource, Update, _geometric
 from .stats import Notifier
-from .faults import RandomFaults
 from .tape import SymbolTape
 from .truth import TruthWriter
 
@@ -107,10 +107,11 @@ class ReplayMarket:
             events.append(ev)
         after = self._touch()
         tob: list[Event] = []
-        for side, old, (price, units) in (("bid", before[0], after[0]), ("ask", before[1], after[1])):
-            if price is not None and (price, units) != old:
-                tob.append({"type": "change", "side": side, "price": self.price(price),
-                            "remaining": self.amount(units), "reason": "top-of-book"})
+        for side, old, (top, top_units) in (("bid", before[0], after[0]),
+                                            ("ask", before[1], after[1])):
+            if top is not None and (top, top_units) != old:
+                tob.append({"type": "change", "side": side, "price": self.price(top),
+                            "remaining": self.amount(top_units), "reason": "top-of-book"})
         return Update(self.event_id, self.last_ms, st.kind, events, list(st.changes), tob)
 
     def restart(self) -> list[Change]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -202,7 +202,7 @@ class SimExchange:
             self._writer.close()
             self._writer = None
 
-    async def __aenter__(self) -> SimExchange:
+    async def __aenter__(self) -> Self:
         if self._server is None:
             await self.start()
         return self
