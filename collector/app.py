@@ -12,12 +12,13 @@ import fcntl
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from collector.backoff import TokenBucket
-from collector import config
+from collector import config, logs
 from collector.config import Config
 from collector.feed import Feed
 from collector.writer import Writer
@@ -52,9 +53,11 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.writer = Writer(cfg.output, config.to_dict(cfg))
-        bucket = TokenBucket(cfg.feed.max_connects_per_minute, cfg.feed.max_connects_per_minute,
-                             time.monotonic())
-        self.feeds = {s: Feed(s, cfg, self.writer, bucket) for s in cfg.feed.symbols}
+        self.bucket = TokenBucket(cfg.feed.max_connects_per_minute,
+                                  cfg.feed.max_connects_per_minute, time.monotonic())
+        self.feeds = {s: Feed(s, cfg, self.writer, self.bucket) for s in cfg.feed.symbols}
+        self.reloads = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -66,6 +69,7 @@ class App:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         try:
             lock = lock_directory(self.cfg.output.dir)
         except DirectoryLocked as exc:
@@ -78,25 +82,21 @@ class App:
 
     async def _run(self) -> int:
         writer = asyncio.create_task(self.writer.run(), name="writer")
-        feeds = [asyncio.create_task(self._guard(f), name=f"feed-{f.symbol}")
-                 for f in self.feeds.values()]
+        for feed in self.feeds.values():
+            self._start_feed(feed)
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
                  url=self.cfg.feed.url)
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         if writer.done():
             stop.cancel()
-            for t in feeds:
+            for t in self._tasks.values():
                 t.cancel()
             err = writer.exception() if not writer.cancelled() else None
             log.critical("writer died; exiting", error=repr(err), exc_info=err)
             return 1
         started = time.monotonic()
-        for f in self.feeds.values():
-            f.stop()
-        _, pending = await asyncio.wait(feeds, timeout=FEED_STOP_TIMEOUT_S)
-        for t in pending:
-            t.cancel()
+        await self._stop_feeds(list(self.feeds))
         await self.writer.stop()
         await writer
         log.info("stopped", seconds=round(time.monotonic() - started, 3),
@@ -106,6 +106,51 @@ class App:
                  feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
                             "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
         return 0
+
+    def _start_feed(self, feed: Feed) -> None:
+        self._tasks[feed.symbol] = asyncio.create_task(self._guard(feed), name=f"feed-{feed.symbol}")
+
+    async def _stop_feeds(self, symbols: list[str]) -> None:
+        for s in symbols:
+            self.feeds[s].stop()
+        tasks = [self._tasks.pop(s) for s in symbols if s in self._tasks]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=FEED_STOP_TIMEOUT_S)
+            for t in pending:
+                t.cancel()
+
+    async def reload(self) -> bool:
+        """SIGHUP: reopen the files and re-read the config. Symbols added or removed
+        start or stop their feeds; other changes are named as needing a restart; a
+        config that does not validate is reported and the running one kept."""
+        self.reloads += 1
+        await self.writer.reopen()
+        if self.cfg.path is None:
+            return False
+        try:
+            new = config.load(self.cfg.path)
+        except config.ConfigError as exc:
+            log.error("reload: config rejected, keeping the running one", error=str(exc))
+            return False
+        old_symbols, new_symbols = self.cfg.feed.symbols, new.feed.symbols
+        added = [s for s in new_symbols if s not in old_symbols]
+        removed = [s for s in old_symbols if s not in new_symbols]
+        restart = restart_keys(self.cfg, new)
+        if new.log.level != self.cfg.log.level:
+            logs.configure(new.log.level)
+        # keep the running settings except what can change live
+        self.cfg = replace(self.cfg, feed=replace(self.cfg.feed, symbols=new_symbols),
+                           log=new.log)
+        await self._stop_feeds(removed)
+        for s in removed:
+            del self.feeds[s]
+        for s in added:
+            self.feeds[s] = Feed(s, self.cfg, self.writer, self.bucket)
+            self._start_feed(self.feeds[s])
+        log.info("reloaded", added=added, removed=removed)
+        if restart:
+            log.warning("reload: these changes need a restart to apply", keys=restart)
+        return True
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal received, stopping", signal=sig.name)
@@ -123,3 +168,11 @@ class App:
                 feed.log.exception("feed crashed; restarting it")
                 reason, detail = "error", {"detail": repr(exc)[:200]}
                 await asyncio.sleep(1.0)  # crash loops still draw on the connection budget
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose change only a restart applies (feed.symbols and log.level apply live)."""
+    a, b = config.to_dict(old), config.to_dict(new)
+    return [f"{section}.{key}" for section in a for key in a[section]
+            if a[section][key] != b[section][key]
+            and f"{section}.{key}" not in ("feed.symbols", "log.level")]

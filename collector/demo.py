@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -213,13 +213,13 @@ def redraw(prev_lines: int, lines: Sequence[str]) -> str:
 def render_header(url: str, cfg: config.Config, rate: float, seed: int, chaos: bool) -> list[str]:
     feed = cfg.feed
     lines = [
-        f"collector demo: simulated Gemini exchange at {url} "
-        f"({rate:g} updates/s per symbol, seed {seed})",
-        f"recording {', '.join(feed.symbols)} into {cfg.output.dir}/ "
-        f"(book depth {cfg.book.depth}, emit {cfg.book.emit})",
-        f"reconnect budget raised for the demo since it is our own simulator: "
-        f"{feed.connect_burst} at once, {feed.connects_per_minute:g}/min per symbol "
-        f"(the real exchange gets 1/min)",
+        (f"collector demo: simulated Gemini exchange at {url} "
+         f"({rate:g} updates/s per symbol, seed {seed})"),
+        (f"recording {', '.join(feed.symbols)} into {cfg.output.dir}/ "
+         f"(book depth {cfg.book.depth}, emit {cfg.book.emit})"),
+        (f"reconnect budget raised for the demo since it is our own simulator: "
+         f"{feed.connect_burst} at once, {feed.connects_per_minute:g}/min per symbol "
+         f"(the real exchange gets 1/min)"),
     ]
     if chaos:
         lines.append(f"chaos: random faults on ({CHAOS_FAULTS}); stale after "
@@ -295,7 +295,7 @@ class _EventSink(logging.Handler):
         super().__init__(logging.WARNING)
         self.events = events
 
-    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> Any:
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
         self.events.append(fmt_event(event))
         import structlog
         raise structlog.DropEvent
@@ -337,9 +337,13 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
     _configure_logging(tty, opts.verbose, events)
     symbols = opts.symbols or (base.feed.symbols if base else DEFAULT_SYMBOLS)
 
-    sim = SimExchange(symbols, seed=opts.seed, rate=opts.rate, heartbeat_s=SIM_HEARTBEAT_S,
-                      faults=CHAOS_FAULTS if opts.chaos else "",
-                      record_truth=False)  # a long demo must not grow memory
+    try:
+        sim = SimExchange(symbols, seed=opts.seed, rate=opts.rate, heartbeat_s=SIM_HEARTBEAT_S,
+                          faults=CHAOS_FAULTS if opts.chaos else "",
+                          record_truth=False)  # a long demo must not grow memory
+    except ValueError as exc:  # e.g. a config.toml symbol the simulator cannot list
+        print(f"collector demo: {exc}", file=sys.stderr)
+        return 2
     await sim.start("127.0.0.1", 0)
     cfg = demo_config(base, symbols, sim.ws_url, opts.chaos)
     app = App(cfg)

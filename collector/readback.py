@@ -99,7 +99,8 @@ def parse_time(value: datetime | str | int) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _name_time_ns(ts: str) -> int:
+def name_time_ns(ts: str) -> int:
+    """The time in a segment's name (YYYYMMDDTHHMMSSZ) as epoch ns."""
     return parse_time(datetime.strptime(ts, "%Y%m%dT%H%M%SZ"))
 
 
@@ -147,7 +148,7 @@ def list_segments(folder: Path | str, symbol: str | None = None) -> list[Segment
         m = SEGMENT_RE.match(name)
         if m is None or m["symbol"] != symbol:
             continue
-        key = (_name_time_ns(m["ts"]), int(m["n"] or 1))
+        key = (name_time_ns(m["ts"]), int(m["n"] or 1))
         found.setdefault(key, {})[m["comp"] or ""] = folder / name
     segs = []
     for key in sorted(found):
@@ -254,7 +255,7 @@ def _time_ns(value: datetime | str | int | None) -> int | None:
 def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | None,
                     types: frozenset[str] | None) -> Iterator[tuple[int, dict[str, Any], bytes]]:
     """(merge key, record, line) for one symbol, in segment order."""
-    want_header = types is None or "header" in types
+    want_header = types is not None and "header" in types
     done: tuple[int, int] | None = None
     last_book: bytes | None = None  # the last book line of the previous segment read
     key = 0

@@ -11,7 +11,8 @@ Checks, for every file: each line whole (newline-terminated; a torn last line is
 reported), no empty lines, each line valid JSON. Raw frame files (`raw/`) get
 only those. Record files also get:
 
-- a header record first in each segment. Legacy rule: a file whose first record is
+- a header record first in each segment (in a closed segment, its `segment_start`
+  equal to the time in the file name). Legacy rule: a file whose first record is
   a `resync` with reason `start` (written before segments and headers existed) is
   accepted without a header. A header anywhere else is a problem.
 - each record a JSON object with a known `type`, a `symbol` equal to the
@@ -45,7 +46,7 @@ from typing import Any
 import orjson
 
 from collector.readback import (
-    CURRENT, DECODE_ERRORS, RAW_DIR, SEGMENT_RE, ReadError, open_binary, parse_time,
+    CURRENT, DECODE_ERRORS, RAW_DIR, SEGMENT_RE, ReadError, name_time_ns, open_binary, parse_time,
 )
 from collector.records import RESYNC_REASONS
 
@@ -90,8 +91,10 @@ def _check_side(levels: Any, name: str, bids: bool) -> tuple[Decimal | None, str
     return best, None
 
 
-def check_records(lines: Any, symbol: str, report: Report) -> tuple[int, int]:
-    """Check one record file's lines; returns (lines, bytes) read."""
+def check_records(lines: Any, symbol: str, report: Report,
+                  name_start_ns: int | None = None) -> tuple[int, int]:
+    """Check one record file's lines; returns (lines, bytes) read. `name_start_ns`:
+    the start time in a closed segment's name, which its header must repeat."""
     loads = orjson.loads
     JSONDecodeError = orjson.JSONDecodeError
     dec = _DEC
@@ -131,13 +134,19 @@ def check_records(lines: Any, symbol: str, report: Report) -> tuple[int, int]:
             if kind == "header":
                 if rec.get("schema") != 1:
                     report(lineno, f"unsupported header schema {rec.get('schema')!r}")
+                if rec.get("stream", "records") != "records":
+                    report(lineno, f"header of a {rec.get('stream')!r} stream in a record file")
                 start = rec.get("segment_start")
                 try:
                     if type(start) is not str:
                         raise ValueError
-                    parse_time(start)
+                    start_ns = parse_time(start)
                 except ValueError:
                     report(lineno, f"header segment_start is not an ISO 8601 time: {start!r}")
+                else:
+                    if name_start_ns is not None and start_ns != name_start_ns:
+                        report(lineno, f"header segment_start {start} differs from the "
+                                       "start time in the file name")
                 continue
             recv_ns = rec.get("recv_ns")
             if type(recv_ns) is not int:
@@ -217,13 +226,15 @@ def _decode_problem(exc: BaseException, lineno: int, report: Report) -> None:
 
 def check_file(path: Path, symbol: str, raw: bool, report: Report) -> tuple[int, int]:
     """Check one file (decompressing by suffix); returns (lines, uncompressed bytes)."""
+    m = SEGMENT_RE.match(path.name)
+    name_start_ns = name_time_ns(m["ts"]) if m else None
     try:
         f = open_binary(path)
     except OSError as exc:
         report(0, f"cannot open: {exc}")
         return 0, 0
     with f:
-        return check_raw(f, report) if raw else check_records(f, symbol, report)
+        return check_raw(f, report) if raw else check_records(f, symbol, report, name_start_ns)
 
 
 # --------------------------------------------------------------------------- a tree

@@ -189,6 +189,10 @@ class Writer:
         """Queue the stop sentinel: everything queued before it gets written."""
         await self.queue.put(_STOP)
 
+    async def reopen(self) -> None:
+        """Close every file (fsynced); the next write reopens `current.jsonl` by name."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_all)
+
     def _idle_timeout(self) -> float:
         """Seconds until the next period boundary or interval fsync is due."""
         now = time.time()
@@ -318,8 +322,7 @@ class Writer:
         now = time.time()
         start = segments.period_start(now, self.period_s)
         for key in [k for k, f in self.files.items() if f.start != start and k not in batch]:
-            self._rotate(key)
-            self._open(key, start)
+            self._rotate(key)  # reopened, with its header and book, on the stream's next write
         mono = time.monotonic()
         if self.out.fsync == "interval" and mono - self._last_fsync >= self.out.fsync_interval_s:
             self._last_fsync = mono

@@ -72,3 +72,70 @@ async def test_restart_is_marked_and_appends(tmp_path):
         recs = read_records(tmp_path, "BTCUSD")
         assert reasons(recs) == ["start", "start"]
         check_against_truth(sim, recs, "BTCUSD")
+
+
+class Logs:
+    """Reads a subprocess's JSON log lines as they come."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[dict] = []
+        self.task = asyncio.create_task(self._pump(stream))
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.lines.append(orjson.loads(line))
+
+    def has(self, event: str) -> bool:
+        return any(r["event"] == event for r in self.lines)
+
+    def first(self, event: str) -> dict:
+        return next(r for r in self.lines if r["event"] == event)
+
+
+def write_config(path, url, out, symbols, depth=10):
+    feed = "\n".join(f"{k} = {v}" for k, v in FAST_FEED.items())
+    path.write_text(f'[feed]\nurl = "{url}"\nsymbols = {orjson.dumps(symbols).decode()}\n{feed}\n'
+                    f'[book]\nemit = "every"\ndepth = {depth}\n[output]\ndir = "{out}"\n')
+
+
+async def test_sighup_adds_and_removes_symbols_and_keeps_a_good_config(tmp_path):
+    async with SimExchange(["BTCUSD", "ETHUSD"], seed=6, rate=200.0, heartbeat_s=0.05) as sim:
+        cfg, out = tmp_path / "config.toml", tmp_path / "data"
+        write_config(cfg, sim.ws_url, out, ["BTCUSD"])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "run", "--config", str(cfg),
+            stderr=asyncio.subprocess.PIPE)
+        logs = Logs(proc.stderr)
+        try:
+            btc, eth = (out / s / "current.jsonl" for s in ("BTCUSD", "ETHUSD"))
+            await wait_until(lambda: book_count(btc) >= 20)
+            # add ETHUSD, change a restart-only key
+            write_config(cfg, sim.ws_url, out, ["BTCUSD", "ETHUSD"], depth=5)
+            proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: book_count(eth) >= 20, what="ETHUSD recorded after SIGHUP")
+            assert logs.first("reload: these changes need a restart to apply")["keys"] == ["book.depth"]
+            # a broken config is reported and the running one kept
+            cfg.write_text("[feed]\nsymbols = 3\n")
+            proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: logs.has("reload: config rejected, keeping the running one"))
+            assert "feed.symbols" in logs.first("reload: config rejected, keeping the running one")["error"]
+            # remove BTCUSD: its feed stops, ETHUSD goes on
+            write_config(cfg, sim.ws_url, out, ["ETHUSD"])
+            proc.send_signal(signal.SIGHUP)
+            await wait_until(lambda: sum(r["event"] == "reloaded" for r in logs.lines) == 2)
+            assert logs.lines[-1]["removed"] == ["BTCUSD"] or any(
+                r.get("removed") == ["BTCUSD"] for r in logs.lines)
+            frozen = book_count(btc)
+            before = book_count(eth)
+            await wait_until(lambda: book_count(eth) >= before + 50)
+            assert book_count(btc) == frozen
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await logs.task
+        for sym in ("BTCUSD", "ETHUSD"):
+            recs = read_records(out, sym)
+            assert reasons(recs) == ["start"]
+            check_against_truth(sim, recs, sym)

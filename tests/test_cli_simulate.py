@@ -21,20 +21,20 @@ def test_parser_leaves_simulator_options_to_the_simulator() -> None:
 
 def test_simulate_help_shows_simulator_options() -> None:
     proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--help"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0
     assert "--faults" in proc.stdout and "--rate" in proc.stdout
 
 
 def test_simulate_bad_option_is_a_usage_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--faults", "gap=2"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2 and "probability" in proc.stderr
 
 
 def test_other_commands_still_reject_unknown_options() -> None:
     proc = subprocess.run([sys.executable, "-m", "collector", "run", "--port", "0"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2 and "unrecognized arguments: --port 0" in proc.stderr
 
 

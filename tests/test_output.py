@@ -118,3 +118,67 @@ async def test_a_second_collector_on_the_same_directory_is_refused(sim, tmp_path
         assert await asyncio.wait_for(App(cfg).run(handle_signals=False), 5) == 75
     recs = read_records(tmp_path, "BTCUSD")
     assert reasons(recs) == ["start"]
+
+
+async def test_disk_full_keeps_books_live_and_marks_the_loss(sim, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from collector import writer as writer_mod
+
+    real = os.write
+    full = {"on": False}
+
+    def write(fd, data):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(writer_mod, "_os_write", write)
+    cfg = make_config(sim.ws_url, tmp_path, SYMBOLS)
+    async with running(cfg) as app:
+        await wait_until(lambda: all(f.stats.updates >= 50 for f in app.feeds.values()))
+        full["on"] = True
+        await wait_until(lambda: app.writer.dropped_total >= 200, what="lines dropped")
+        during = {s: f.stats.updates for s, f in app.feeds.items()}
+        await wait_until(lambda: all(f.stats.updates >= during[s] + 50 for s, f in app.feeds.items()),
+                         what="feeds still live while the disk is full")
+        assert all(f.stats.live for f in app.feeds.values())
+        full["on"] = False
+        await wait_until(lambda: all(f.stats.updates >= during[s] + 150 for s, f in app.feeds.items()))
+    for sym in SYMBOLS:
+        recs = read_records(tmp_path, sym)
+        assert reasons(recs) == ["start", "dropped"]
+        dropped = next(r for r in recs if r["type"] == "resync" and r["reason"] == "dropped")
+        assert dropped["dropped"] > 0
+        check_against_truth(sim, recs, sym)
+    marked = sum(r["dropped"] for sym in SYMBOLS for r in read_records(tmp_path, sym)
+                 if r["type"] == "resync" and r["reason"] == "dropped")
+    assert marked == app.writer.dropped_total  # every lost line is counted in the files
+
+
+async def test_compressing_a_large_segment_does_not_stall_the_loop(tmp_path):
+    from collector import config
+    from collector.writer import Writer
+
+    folder = tmp_path / "BTCUSD"
+    folder.mkdir()
+    big = folder / "BTCUSD.20260101T000000Z.jsonl"
+    line = orjson.dumps({"type": "book", "symbol": "BTCUSD", "bids": [[f"{60000 - i}.{i % 97:02d}", "1.5"]
+                                                                      for i in range(10)]}) + b"\n"
+    with open(big, "wb") as f:
+        for i in range(160_000):  # ~40 MB, varied enough that zstd has work to do
+            f.write(line.replace(b'"1.5"', b'"%d.%d"' % (i, i % 13)))
+    out = config.from_dict({"feed": {"symbols": ["BTCUSD"]}, "output": {"dir": str(tmp_path)}}).output
+    w = Writer(out)
+    task = asyncio.create_task(w.run())
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while not (folder / (big.name + ".zst")).exists():
+        t = loop.time()
+        await asyncio.sleep(0.001)
+        worst = max(worst, loop.time() - t - 0.001)
+    await w.stop()
+    await task
+    assert not big.exists()
+    assert worst < 0.020, f"loop lag {worst * 1000:.1f} ms while compressing"

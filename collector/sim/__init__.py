@@ -7,29 +7,40 @@ collector is held against, so it has its own book and its own frame encoding.
         sim.inject("BTCUSD", "gap")
         await sim.wait_for(lambda: sim.stats["BTCUSD"].connections >= 1)
         bids, asks = sim.truth("BTCUSD").top_at(event_id, 10)
+
+    async with SimExchange(replay="GEMINI.ws.1.0", speed=10) as sim:  # a recorded capture
+        ...
 """
 
+from .capture import Capture, load_capture
 from .faults import Fault, FaultKind, FiredFault, parse_fault_spec
 from .frames import Subscription
 from .market import FlowParams, Market, Update
+from .replay import ReplayMarket
 from .server import SimExchange, run_simulator
 from .stats import SymbolStats
 from .symbols import BUILTIN, SymbolSpec, spec_for
+from .tape import Tape, build_tape
 from .truth import TruthCursor
 
 __all__ = [
     "BUILTIN",
+    "Capture",
     "Fault",
     "FaultKind",
     "FiredFault",
     "FlowParams",
     "Market",
+    "ReplayMarket",
     "SimExchange",
     "Subscription",
     "SymbolSpec",
     "SymbolStats",
+    "Tape",
     "TruthCursor",
     "Update",
+    "build_tape",
+    "load_capture",
     "parse_fault_spec",
     "run_simulator",
     "spec_for",

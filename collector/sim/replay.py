@@ -184,8 +184,11 @@ class ReplayHub(SymbolHub):
             out.append(update)
         return out
 
-    async def run_replay(self, speed: float, start_ns: int, span_ns: int) -> None:
-        """Play the tape in time (see the module docstring)."""
+    async def run_replay(self, speed: float, start_ns: int, span_ns: int,
+                         t0: float | None = None, wall0: int | None = None) -> None:
+        """Play the tape in time (see the module docstring). ``t0`` (event-loop time) and
+        ``wall0`` (ms) are when the capture's ``start_ns`` happens; default: now. Give every
+        symbol the same ones so that they stay in step."""
         m = self.market
         if not m.tape.steps:
             return  # a book and nothing else: a quiet symbol
@@ -204,8 +207,8 @@ class ReplayHub(SymbolHub):
                 await asyncio.sleep(0)
         aloop = asyncio.get_running_loop()
         period_ns = max(span_ns, _MIN_PERIOD_NS)
-        t0 = aloop.time()
-        wall0 = self.clock_ms()
+        t0 = aloop.time() if t0 is None else t0
+        wall0 = self.clock_ms() if wall0 is None else wall0
         n = 0
         while True:
             nxt = m.next_ts_ns

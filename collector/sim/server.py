@@ -111,7 +111,8 @@ class SimExchange:
             self.tape = _tape(replay, symbols)
             active = list(self.tape.symbols)
         else:
-            active = list(dict.fromkeys(s.upper() for s in symbols or ("BTCUSD",)))
+            active = list(dict.fromkeys(
+                s.upper() for s in (symbols if symbols is not None else ("BTCUSD",))))
         self.speed = speed
         self.loop = loop
         quiet = [s for s in dict.fromkeys(s.upper() for s in listed or ()) if s not in active]
@@ -174,10 +175,12 @@ class SimExchange:
         self.host, self.port = sock.getsockname()[:2]
         if self.tape is not None:
             if self.speed is not None:
+                t0, wall0 = asyncio.get_running_loop().time(), self.clock_ms()
                 for hub in self._hubs.values():
                     if isinstance(hub, ReplayHub):
                         task = asyncio.create_task(
-                            hub.run_replay(self.speed, self.tape.start_ns, self.tape.span_ns),
+                            hub.run_replay(self.speed, self.tape.start_ns, self.tape.span_ns,
+                                           t0, wall0),
                             name=f"sim-replay-{hub.symbol}")
                         task.add_done_callback(self._flow_done)
                         self._tasks.append(task)

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from collector.sim import SimExchange
 from collector.sim.__main__ import build_parser
-from collector.sim.capture import load_capture
+from collector.sim.capture import Capture, Message, load_capture
 from collector.sim.tape import build_tape
 from tests.sim.sim_helpers import DictBook, http_get, recv_json, ws_connect
 
@@ -106,6 +106,30 @@ def test_tape_from_text_capture() -> None:
     # Asking for a symbol the capture does not have is an error, not an empty market.
     with pytest.raises(ValueError, match="no order book"):
         build_tape(load_capture(WS1), ["BTCUSD"])
+
+
+def test_trades_label_their_changes_and_a_second_full_book_is_a_resync() -> None:
+    book = {"type": "l2_updates", "symbol": "BTCUSD", "trades": [], "auction_events": []}
+    cap = Capture(Path("synthetic"), [
+        Message(1, {**book, "changes": [["buy", "100.00", "1"], ["sell", "101.00", "2"]]}),
+        Message(2, {"type": "trade", "symbol": "BTCUSD", "price": "101.00", "quantity": "0.5",
+                    "side": "buy", "event_id": 7, "timestamp": 2}),
+        Message(3, {"type": "l2_updates", "symbol": "BTCUSD",
+                    "changes": [["sell", "101.00", "1.5"], ["buy", "99", "0"], ["buy", "100", "1"]]}),
+        Message(4, {"type": "l2_updates", "symbol": "BTCUSD", "changes": [["buy", "99.00", "0"]]}),
+        Message(5, {**book, "changes": [["buy", "100", "1"], ["buy", "99.5", "3"]]}),
+    ])
+    tape = build_tape(cap).symbols["BTCUSD"]
+    assert (tape.initial_bids, tape.initial_asks) == ([(10000, 100000000)], [(10100, 200000000)])
+    assert [(st.kind, st.events) for st in tape.steps] == [
+        ("trade", [{"type": "trade", "tid": 0, "price": "101", "amount": "0.5", "makerSide": "ask"}]),
+        ("trade", [{"type": "change", "side": "ask", "price": "101", "remaining": "1.5",
+                    "delta": "-0.5", "reason": "trade"}]),  # no-ops dropped; msg 4 is all no-op
+        ("resync", [{"type": "change", "side": "bid", "price": "99.5", "remaining": "3",
+                     "delta": "3", "reason": "place"},
+                    {"type": "change", "side": "ask", "price": "101", "remaining": "0",
+                     "delta": "-1.5", "reason": "cancel"}]),
+    ]
 
 
 # ---- streams against the truth ------------------------------------------------------------
@@ -214,6 +238,23 @@ async def test_loop_closes_connections_and_restarts_from_the_initial_book() -> N
         assert sim.stats["ZECLTC"].loops == 2 and len(truth.log.resets) == 2
 
 
+async def test_truth_file_records_the_loop_reset(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    async with SimExchange(replay=WS1, symbols=["LTCETH"], speed=None, truth_path=path) as sim:
+        sim.advance("LTCETH", 3)  # the whole tape (2 steps), then loop and play one
+        final = sim.truth("LTCETH").top_at(sim.stats["LTCETH"].last_event_id)
+        assert sim.stats["LTCETH"].loops == 1
+    lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    assert [x["type"] for x in lines] == ["initial", "cancel", "cancel", "reset", "cancel"]
+    book = DictBook()
+    book.bids.update(dict(lines[0]["bids"]))
+    book.asks.update(dict(lines[0]["asks"]))
+    for x in lines[1:]:
+        for side, price, remaining in x["changes"]:
+            book.apply({"type": "change", "side": side, "price": price, "remaining": remaining})
+    assert book.top() == final
+
+
 async def test_real_speed_timing_and_timestamps() -> None:
     speed = 100.0  # 30.7 s capture -> 0.31 s per pass
     async with SimExchange(replay=WS1, symbols=["FILUSD"], speed=speed) as sim:
@@ -270,7 +311,7 @@ async def test_faults_and_rest_in_replay_mode() -> None:
         assert [f["socket_sequence"] for f in got] == [1, 2, 4, 5]
         lie = got[3]
         assert lie["eventId"] not in truth.log.update_ids
-        bids, asks = truth.top_at(got[2]["eventId"], 1)
+        _, asks = truth.top_at(got[2]["eventId"], 1)
         assert Decimal(lie["events"][0]["price"]) > Decimal(asks[0][0])
 
 
@@ -289,7 +330,7 @@ async def test_raw_v1_frames_round_trip(tmp_path: Path) -> None:
         async with ws_connect(f"{src.ws_url}/BTCUSD?heartbeat=true") as a:
             record(await recv_json(a))
             src.advance("BTCUSD", 60)
-            a_frames = []
+            a_frames: list[dict[str, Any]] = []
             while len([f for f in a_frames if f["type"] == "update"]) < 60:
                 a_frames.append(await recv_json(a))
             async with ws_connect(f"{src.ws_url}/BTCUSD") as b:
