@@ -36,7 +36,8 @@ _unknown_logged: set[str] = set()  # unknown event types are logged once per pro
 @dataclass
 class FeedStats(Counts):
     connects: int = 0
-    resyncs: Counter[str] = field(default_factory=Counter)
+    resyncs: Counter[str] = field(default_factory=Counter)  # every failure, by reason
+    marked: Counter[str] = field(default_factory=Counter)  # resync records written, by reason
     unknown: Counter[str] = field(default_factory=Counter)
     live: bool = False
     last_frame: float = 0.0  # monotonic time of the last frame received
@@ -192,6 +193,7 @@ class Feed:
         self._failures += 1
         self.log.warning("resync", reason=reason, attempt=self._failures, **fields)
         if first:
+            self.stats.marked[reason] += 1
             await self._emit(records.resync(self.symbol, reason, time.time_ns(), **fields))
 
     async def _emit(self, data: bytes) -> None:
