@@ -1,4 +1,4 @@
-"""`collector` command line: run, simulate, demo; exit 78 on a bad config."""
+"""`collector` command line: run, demo, simulate, cat, verify, replay; exit 78 on a bad config."""
 
 from __future__ import annotations
 
@@ -41,11 +41,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _event_loop_run(main())
 
 
-def cmd_simulate(args: argparse.Namespace, argv: list[str]) -> int:
-    # Forward untouched: `python -m collector.sim` owns the options (and their --help).
-    from collector.sim.__main__ import main as sim_main
+# Subcommands whose module owns its options (and their --help): argv is forwarded untouched.
+FORWARDED = {
+    "simulate": ("collector.sim.__main__", "main",
+                 "run the simulated Gemini exchange (options: collector simulate --help)"),
+    "cat": ("collector.readback", "main_cat",
+            "stream recorded records across segments as JSON lines"),
+    "verify": ("collector.verify", "main_verify",
+               "check every file of an output directory; exit 1 on problems"),
+    "replay": ("collector.replay", "main_replay",
+               "rebuild records from raw frames (output.raw = true)"),
+}
 
-    return int(sim_main(argv))
+
+def cmd_forward(args: argparse.Namespace, argv: list[str]) -> int:
+    import importlib
+
+    module, func, _ = FORWARDED[args.command]
+    return int(getattr(importlib.import_module(module), func)(argv))
 
 
 def _demo_symbols(text: str) -> tuple[str, ...]:
@@ -91,9 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="record the configured symbols until SIGTERM")
     run.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
     run.set_defaults(func=cmd_run)
-    sim = sub.add_parser("simulate", add_help=False,
-                         help="run the simulated Gemini exchange (options: collector simulate --help)")
-    sim.set_defaults(func=cmd_simulate)
+    for name, (_, _, summary) in FORWARDED.items():
+        sub.add_parser(name, add_help=False, help=summary).set_defaults(func=cmd_forward)
     demo = sub.add_parser(
         "demo", help="record a simulated market live: simulator + collector, with a status view",
         description="Start the simulated exchange in-process and the collector against it, "
@@ -125,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     # parse_known_args so `simulate` can take the simulator's own options; for the other
     # commands leftovers are an error exactly as parse_args would report it.
     args, rest = parser.parse_known_args(argv)
-    if args.func is cmd_simulate:
-        return cmd_simulate(args, rest)
+    if args.func is cmd_forward:
+        return cmd_forward(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))

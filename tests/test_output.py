@@ -65,8 +65,10 @@ async def test_time_rotation_is_utc_aligned_and_compressed(sim, tmp_path):
         for data in segment_bytes(tmp_path / sym):
             head = orjson.loads(data.splitlines()[0])
             recv = [orjson.loads(x)["recv_ns"] for x in data.splitlines()[2:]]
-            # every record of a segment was received within its second
-            assert all(head["segment_start_s"] <= r // 10**9 < head["segment_start_s"] + 1 for r in recv)
+            # a segment holds what was written in its second: received before its end,
+            # and at most the writer's latency before its start
+            start_ns = head["segment_start_s"] * 10**9
+            assert all(start_ns - 200_000_000 <= r < start_ns + 10**9 for r in recv)
         recs = read_records(tmp_path, sym)
         assert reasons(recs) == ["start"]
         check_against_truth(sim, recs, sym)

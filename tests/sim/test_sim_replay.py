@@ -8,6 +8,7 @@ to this file) and are never copied into it; without them these tests are skipped
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import signal
 import subprocess
@@ -291,6 +292,18 @@ async def test_no_loop_keeps_the_final_book_and_connections() -> None:
         assert sim.stats["LTCETH"].loops == 0
 
 
+async def test_a_symbol_with_only_a_book_is_quiet() -> None:
+    async with SimExchange(replay=CAPTURES / "GEMINI-e6096f.0", symbols=["LTCBCH", "DAIUSD"],
+                           speed=0, heartbeat_s=0.02) as sim:
+        assert sim.tape is not None and not sim.tape.symbols["LTCBCH"].steps
+        async with ws_connect(f"{sim.ws_url}/LTCBCH?heartbeat=true") as ws:
+            snap = await recv_json(ws)
+            assert len(snap["events"]) == 52  # README: 4 bids + 48 asks
+            assert [(await recv_json(ws))["type"] for _ in range(3)] == ["heartbeat"] * 3
+        sim.advance("LTCBCH", 5)
+        assert sim.stats["LTCBCH"].updates == 0 and sim.stats["LTCBCH"].loops == 0
+
+
 async def test_faults_and_rest_in_replay_mode() -> None:
     _zstd()
     async with SimExchange(replay=ZST, symbols=["BTCUSDCPERP", "ETHUSD"], speed=None,
@@ -315,20 +328,33 @@ async def test_faults_and_rest_in_replay_mode() -> None:
         assert Decimal(lie["events"][0]["price"]) > Decimal(asks[0][0])
 
 
-async def test_raw_v1_frames_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["lines", "collector-dir"])
+async def test_raw_v1_frames_round_trip(tmp_path: Path, layout: str) -> None:
     """Frames recorded from the synthetic market (two overlapping connections, heartbeats)
-    in the raw-frame shape replay to the same book changes."""
-    path = tmp_path / "raw.jsonl"
-    lines: list[bytes] = []
+    in the raw-frame shapes replay to the same book changes. ``lines``: one file of
+    ``{"recv_ns","symbol","frame"}``; ``collector-dir``: the collector's raw log layout
+    (``<SYMBOL>/raw/`` segments, ``connect`` lines, no symbol on the frame lines)."""
+    conns: list[list[bytes]] = []
     clock = [1_700_000_000_000_000_000]
 
-    def record(frame: dict[str, Any]) -> None:
+    def record(frame: dict[str, Any] | str) -> None:
         clock[0] += 1_000_000
-        lines.append(orjson.dumps({"recv_ns": clock[0], "symbol": "BTCUSD", "frame": frame}))
+        if layout == "lines":
+            rec = {"recv_ns": clock[0], "symbol": "BTCUSD", "frame": frame}
+        else:
+            key = "text" if isinstance(frame, str) else "frame"
+            rec = {"recv_ns": clock[0], key: frame}
+        conns[-1].append(orjson.dumps(rec))
+
+    def connect() -> None:
+        conns.append([])
+        if layout != "lines":
+            conns[-1].append(orjson.dumps({"type": "connect", "recv_ns": clock[0],
+                                           "url": "wss://api.gemini.com/v1/marketdata/btcusd"}))
 
     async with SimExchange(["BTCUSD"], rate=None, depth=20, heartbeat_s=0.01) as src:
         async with ws_connect(f"{src.ws_url}/BTCUSD?heartbeat=true") as a:
-            record(await recv_json(a))
+            a_snap = await recv_json(a)
             src.advance("BTCUSD", 60)
             a_frames: list[dict[str, Any]] = []
             while len([f for f in a_frames if f["type"] == "update"]) < 60:
@@ -337,14 +363,27 @@ async def test_raw_v1_frames_round_trip(tmp_path: Path) -> None:
                 b_snap = await recv_json(b)
                 src.advance("BTCUSD", 40)
                 b_frames = [await recv_json(b) for _ in range(40)]
-        for f in a_frames:
+        connect()
+        for f in [a_snap, *a_frames]:
             record(f)
-        record(b_snap)  # a second connection: its snapshot and updates are duplicates
-        for f in b_frames:
+        if layout != "lines":
+            record('{"type":"upd')  # a frame that did not parse: not a message
+        connect()  # a second connection: its snapshot is a duplicate, then new updates
+        for f in [b_snap, *b_frames]:
             record(f)
         originals = [f for f in a_frames if f["type"] == "update"] + b_frames
         src_final = src.truth("BTCUSD").top_at(src.stats["BTCUSD"].last_event_id)
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    if layout == "lines":
+        path = tmp_path / "raw.jsonl"
+        path.write_bytes(b"\n".join(conns[0] + conns[1]) + b"\n")
+    else:
+        path = tmp_path / "out"
+        raw = path / "BTCUSD" / "raw"
+        raw.mkdir(parents=True)
+        header = orjson.dumps({"type": "header", "symbol": "BTCUSD"})
+        with gzip.open(raw / "BTCUSD.20231114T221320Z.jsonl.gz", "wb") as gz:
+            gz.write(b"\n".join([header, *conns[0]]) + b"\n")
+        (raw / "current.jsonl").write_bytes(b"\n".join([header, *conns[1]]) + b"\n")
 
     tape = build_tape(load_capture(path))
     assert len(tape.symbols["BTCUSD"].steps) == 100 and tape.symbols["BTCUSD"].dropped == 1
