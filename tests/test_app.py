@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from collector.sim import SimExchange
-from tests.e2e import FAST_FEED, check_against_truth, read_records, reasons, wait_until
+from tests.e2e import (
+    FAST_FEED, check_against_truth, read_records, reasons, segment_bytes, wait_until,
+)
 
 SYMBOLS = ["BTCUSD", "ETHUSD"]
 
@@ -138,4 +140,40 @@ async def test_sighup_adds_and_removes_symbols_and_keeps_a_good_config(tmp_path)
         for sym in ("BTCUSD", "ETHUSD"):
             recs = read_records(out, sym)
             assert reasons(recs) == ["start"]
+            check_against_truth(sim, recs, sym)
+
+
+async def test_kill_9_then_restart_leaves_files_that_verify(tmp_path):
+    async with SimExchange(["BTCUSD", "ETHUSD"], seed=8, rate=1500.0, heartbeat_s=0.05) as sim:
+        cfg, out = tmp_path / "config.toml", tmp_path / "data"
+        write_config(cfg, sim.ws_url, out, ["BTCUSD", "ETHUSD"])
+        with open(cfg, "a") as f:
+            f.write('rotate = "1s"\n')
+        def books() -> int:
+            try:
+                return sum(d.count(b'"type":"book"') for d in segment_bytes(out / "BTCUSD"))
+            except FileNotFoundError:  # a segment compressed away while we listed
+                return 0
+
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            before = books() if (out / "BTCUSD").exists() else 0
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "collector", "run", "--config", str(cfg),
+                stderr=asyncio.subprocess.DEVNULL)
+            try:
+                await wait_until(lambda: books() >= before + 300, timeout=20)
+                proc.send_signal(sig)
+                code = await asyncio.wait_for(proc.wait(), 10)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+            assert code == (-9 if sig == signal.SIGKILL else 0)
+        verify = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "verify", str(out),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        report, _ = await verify.communicate()
+        assert verify.returncode == 0, report.decode()[-3000:]
+        for sym in ("BTCUSD", "ETHUSD"):
+            recs = read_records(out, sym)
+            assert reasons(recs) == ["start", "start"]
             check_against_truth(sim, recs, sym)

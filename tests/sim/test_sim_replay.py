@@ -298,7 +298,7 @@ async def test_a_symbol_with_only_a_book_is_quiet() -> None:
         assert sim.tape is not None and not sim.tape.symbols["LTCBCH"].steps
         async with ws_connect(f"{sim.ws_url}/LTCBCH?heartbeat=true") as ws:
             snap = await recv_json(ws)
-            assert len(snap["events"]) == 52  # README: 4 bids + 48 asks
+            assert len(snap["events"]) == 52  # its initial book: 4 bids + 48 asks
             assert [(await recv_json(ws))["type"] for _ in range(3)] == ["heartbeat"] * 3
         sim.advance("LTCBCH", 5)
         assert sim.stats["LTCBCH"].updates == 0 and sim.stats["LTCBCH"].loops == 0
