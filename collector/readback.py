@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import heapq
+import importlib
 import io
 import os
 import re
@@ -38,7 +39,7 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -90,13 +91,13 @@ def parse_time(value: datetime | str | int) -> int:
             raise ValueError(f"not an ISO 8601 time or epoch milliseconds: {value!r}") from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         delta = value - _EPOCH
         return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
     raise TypeError(f"not a time: {value!r}")
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def name_time_ns(ts: str) -> int:
@@ -421,7 +422,7 @@ def to_dataframe(directory: Path | str, symbol: str | Iterable[str] | None = Non
     """`read(...)` as a pandas DataFrame (one row per record, a `recv_time` column
     in UTC added). Needs pandas, which the collector itself does not."""
     try:
-        import pandas as pd
+        pd = importlib.import_module("pandas")
     except ImportError:
         raise ImportError("to_dataframe needs pandas: pip install pandas") from None
     frame = pd.DataFrame.from_records(list(read(directory, symbol, start, end, types)))

@@ -39,15 +39,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import gt, itemgetter, lt
 from decimal import Decimal
+from operator import gt, itemgetter, lt
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from collector.readback import (
-    CURRENT, DECODE_ERRORS, RAW_DIR, SEGMENT_RE, ReadError, name_time_ns, open_binary, parse_time,
+    CURRENT,
+    DECODE_ERRORS,
+    RAW_DIR,
+    SEGMENT_RE,
+    ReadError,
+    name_time_ns,
+    open_binary,
+    parse_time,
 )
 from collector.records import RESYNC_REASONS
 
@@ -240,7 +247,7 @@ def check_raw(lines: Any, report: Report) -> tuple[int, int]:
     return lineno, nbytes
 
 
-_READ_ERRORS = (ReadError, OSError, *DECODE_ERRORS)
+_READ_ERRORS: tuple[type[BaseException], ...] = (ReadError, OSError, *DECODE_ERRORS)
 
 
 def _decode_problem(exc: BaseException, lineno: int, report: Report) -> None:

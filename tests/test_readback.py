@@ -7,7 +7,7 @@ import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from collector import readback, records
 from collector.readback import ReadError, main_cat, parse_time, read, read_lines
 
 HOUR_NS = 3600 * 10**9
-T0 = datetime(2026, 11, 24, 6, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 6, tzinfo=UTC)
 T0_NS = parse_time(T0)
 
 
@@ -32,11 +32,11 @@ def ns(hours: float = 0, seconds: float = 0) -> int:
 
 
 def iso(t_ns: int) -> str:
-    return datetime.fromtimestamp(t_ns // 10**9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t_ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def stamp(t_ns: int) -> str:
-    return datetime.fromtimestamp(t_ns // 10**9, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.fromtimestamp(t_ns // 10**9, UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def header(symbol: str, start_ns: int, stream: str = "records") -> bytes:
@@ -318,7 +318,7 @@ CAT = "import sys; from collector.readback import main_cat; sys.exit(main_cat(sy
 
 
 def cat(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", CAT, *args], capture_output=True, timeout=30)
+    return subprocess.run([sys.executable, "-c", CAT, *args], capture_output=True, timeout=30, check=False)
 
 
 def test_cat_streams_exact_lines(data: Layout, capsysbinary) -> None:
@@ -342,7 +342,7 @@ def test_cat_usage_errors(tmp_path: Path, data: Layout, capsys) -> None:
 
 def test_cat_into_a_closed_pipe_is_quiet(data: Layout) -> None:
     proc = subprocess.run(f"{sys.executable} -c '{CAT}' {data.root} -s BTCUSD | head -n 2",
-                          shell=True, capture_output=True, timeout=30)
+                          shell=True, capture_output=True, timeout=30, check=False)
     assert proc.returncode == 0
     assert proc.stdout.splitlines(keepends=True) == data.expected["BTCUSD"][:2]
     assert proc.stderr == b""

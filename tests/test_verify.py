@@ -22,7 +22,7 @@ VERIFY = "import sys; from collector.verify import main_verify; sys.exit(main_ve
 
 def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", VERIFY, *args], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, check=False)
 
 
 def problems(root: Path) -> list[str]:
@@ -167,11 +167,11 @@ def test_span_rules(data: Layout) -> None:
     edit(data.files["BTCUSD"][3], 1, lambda r: {**r, "segment_start": "2026-11-24T08:00:01Z"})
     out = problems(data.root)
     assert out == [
-        f"{data.files['BTCUSD'][3]}:1: header segment_start 2026-11-24T08:00:01Z differs from "
-        "the start time in the file name",
+        (f"{data.files['BTCUSD'][3]}:1: header segment_start 2026-11-24T08:00:01Z differs from "
+         "the start time in the file name"),
         f"{cur}:{n + 1}: seq {last['seq']} again after the book record of that frame",
-        f"{cur}:{n + 2}: seq 0 book (a new connection) without a resync before it "
-        f"(previous seq {last['seq']})",
+        (f"{cur}:{n + 2}: seq 0 book (a new connection) without a resync before it "
+         f"(previous seq {last['seq']})"),
         f"{cur}:{n + 7}: book bids level 1.5 has size zero (0)",
         f"{cur}:{n + 8}: unknown resync reason 'nonsense'",
         f"{cur}:{n + 9}: unknown record type 'quote'",

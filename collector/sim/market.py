@@ -125,8 +125,7 @@ class Market:
             self.asks.set(ask, self._size())
             bid -= 1 + _geometric(self.rng, self.params.gap_p)
             ask += 1 + _geometric(self.rng, self.params.gap_p)
-            if bid < 1:  # very cheap symbols: stop going below one tick
-                bid = 1
+            bid = max(bid, 1)  # very cheap symbols: stop going below one tick
 
     def _size(self) -> int:
         units = round(self._typical * self.rng.lognormvariate(0.0, 1.0))

@@ -94,8 +94,7 @@ class TruthCursor:
         for i in range(self.applied, target):
             for is_bid, price, units in log.changes[i]:
                 (self.bids if is_bid else self.asks).set(price, units)
-        if target > self.applied:
-            self.applied = target
+        self.applied = max(self.applied, target)
         self.event_id = max(event_id, self.event_id)
 
     def top_at(self, event_id: int, depth: int | None = None) -> tuple[Levels, Levels]:

@@ -28,8 +28,8 @@ from collector.sim.tape import build_tape
 from tests.sim.sim_helpers import DictBook, http_get, recv_json, ws_connect
 
 CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "gemini" / "captures"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(),
-                                reason=f"Gemini captures not available ({CAPTURES} is absent)")
+needs_captures = pytest.mark.skipif(
+    not CAPTURES.is_dir(), reason=f"Gemini captures not available ({CAPTURES} is absent)")
 
 WS1 = CAPTURES / "GEMINI.ws.1.0"
 WS36 = CAPTURES / "GEMINI.ws.36.0"
@@ -67,6 +67,7 @@ def snapshot_book(frame: dict[str, Any]) -> DictBook:
 
 # ---- parsers -------------------------------------------------------------------------------
 
+@needs_captures
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_parsers_count_messages(name: str) -> None:
     if name.endswith(".zst"):
@@ -79,6 +80,7 @@ def test_parsers_count_messages(name: str) -> None:
     assert times == sorted(times)
 
 
+@needs_captures
 def test_plain_jsonl_and_zst_agree(tmp_path: Path) -> None:
     zstandard = _zstd()
     plain = tmp_path / "GEMINI.jsonl"
@@ -88,12 +90,14 @@ def test_plain_jsonl_and_zst_agree(tmp_path: Path) -> None:
     assert a.details["BTCUSDCPERP"]["quote_increment"] == 0.5 and len(a.details) == 347
 
 
+@needs_captures
 def test_zst_without_zstandard_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
     with pytest.raises(RuntimeError, match="install zstandard to replay .zst files"):
         load_capture(ZST)
 
 
+@needs_captures
 def test_tape_from_text_capture() -> None:
     tape = build_tape(load_capture(WS36))
     btc = tape.symbols["BTCUSD"]
@@ -170,6 +174,7 @@ async def _check_symbol(sim: SimExchange, symbol: str) -> tuple[int, int | None]
     return updates, code
 
 
+@needs_captures
 async def test_replay_speed0_every_frame_matches_truth() -> None:
     async with SimExchange(replay=WS1, speed=0, heartbeat_s=0.05) as sim:
         assert sim.tape is not None
@@ -182,6 +187,7 @@ async def test_replay_speed0_every_frame_matches_truth() -> None:
         assert sum(u for u, _ in results) == 655 - 10 + 16 - 3  # 3 messages change nothing
 
 
+@needs_captures
 async def test_connection_opened_mid_replay_gets_the_current_book() -> None:
     sim = SimExchange(replay=WS36, symbols=["BTCUSD"], speed=None)
     async with sim:
@@ -214,6 +220,7 @@ async def test_connection_opened_mid_replay_gets_the_current_book() -> None:
                     assert book_a.top(10) == book_b.top(10) == truth.top_at(fa["eventId"], 10)
 
 
+@needs_captures
 async def test_loop_closes_connections_and_restarts_from_the_initial_book() -> None:
     async with SimExchange(replay=WS1, symbols=["ZECLTC"], speed=0) as sim:
         truth = sim.truth("ZECLTC")
@@ -239,6 +246,7 @@ async def test_loop_closes_connections_and_restarts_from_the_initial_book() -> N
         assert sim.stats["ZECLTC"].loops == 2 and len(truth.log.resets) == 2
 
 
+@needs_captures
 async def test_truth_file_records_the_loop_reset(tmp_path: Path) -> None:
     path = tmp_path / "truth.jsonl"
     async with SimExchange(replay=WS1, symbols=["LTCETH"], speed=None, truth_path=path) as sim:
@@ -256,6 +264,7 @@ async def test_truth_file_records_the_loop_reset(tmp_path: Path) -> None:
     assert book.top() == final
 
 
+@needs_captures
 async def test_real_speed_timing_and_timestamps() -> None:
     speed = 100.0  # 30.7 s capture -> 0.31 s per pass
     async with SimExchange(replay=WS1, symbols=["FILUSD"], speed=speed) as sim:
@@ -279,6 +288,7 @@ async def test_real_speed_timing_and_timestamps() -> None:
         assert sim.stats["FILUSD"].loops >= 1
 
 
+@needs_captures
 async def test_no_loop_keeps_the_final_book_and_connections() -> None:
     async with SimExchange(replay=WS1, symbols=["LTCETH"], speed=None, loop=False,
                            heartbeat_s=0.02) as sim:
@@ -292,6 +302,7 @@ async def test_no_loop_keeps_the_final_book_and_connections() -> None:
         assert sim.stats["LTCETH"].loops == 0
 
 
+@needs_captures
 async def test_a_symbol_with_only_a_book_is_quiet() -> None:
     async with SimExchange(replay=CAPTURES / "GEMINI-e6096f.0", symbols=["LTCBCH", "DAIUSD"],
                            speed=0, heartbeat_s=0.02) as sim:
@@ -304,6 +315,7 @@ async def test_a_symbol_with_only_a_book_is_quiet() -> None:
         assert sim.stats["LTCBCH"].updates == 0 and sim.stats["LTCBCH"].loops == 0
 
 
+@needs_captures
 async def test_faults_and_rest_in_replay_mode() -> None:
     _zstd()
     async with SimExchange(replay=ZST, symbols=["BTCUSDCPERP", "ETHUSD"], speed=None,
@@ -411,6 +423,7 @@ def test_parser_replay_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2 and "speed" in capsys.readouterr().err
 
 
+@needs_captures
 async def test_module_entry_point_replays() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "collector.sim", "--port", "0", "--replay", str(WS1),
