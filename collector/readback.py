@@ -185,7 +185,7 @@ class _ZstdRaw(io.RawIOBase):
         self._dctx = zstandard.ZstdDecompressor()
         self._d = self._dctx.decompressobj()
         self._fed = False  # the current frame got input
-        self._out = b""
+        self._out = memoryview(b"")
         self._pos = 0
 
     def readable(self) -> bool:
@@ -212,7 +212,7 @@ class _ZstdRaw(io.RawIOBase):
                     self._fed = False
                 else:
                     chunk = b""
-            self._out, self._pos = b"".join(out), 0
+            self._out, self._pos = memoryview(b"".join(out)), 0
         n = min(len(b), len(self._out) - self._pos)
         b[:n] = self._out[self._pos:self._pos + n]
         self._pos += n

@@ -354,3 +354,18 @@ def test_cat_subprocess_exit_codes(data: Layout, tmp_path: Path) -> None:
     (data.root / "ETHUSD" / "current.jsonl").write_bytes(b"garbage\n")
     bad = cat(str(data.root), "-s", "ETHUSD")
     assert bad.returncode == 1 and b"current.jsonl:1" in bad.stderr
+
+
+def test_zstd_segment_of_several_frames(data: Layout) -> None:
+    seg = data.files["BTCUSD"][0]
+    with readback.open_binary(seg) as f:
+        plain = f.read()
+    cut = plain.index(b"\n", len(plain) // 2) + 1
+    c = zstandard.ZstdCompressor()
+    seg.write_bytes(c.compress(plain[:cut]) + c.compress(plain[cut:]))
+    assert list(read_lines(data.root, "BTCUSD")) == data.expected["BTCUSD"]
+
+
+def test_cat_help(capsys) -> None:
+    assert main_cat(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: " + readback.CAT_USAGE)

@@ -214,3 +214,12 @@ def test_misnamed_file_is_reported(data: Layout) -> None:
     odd.write_bytes(header("BTCUSD", ns(0)))
     out = problems(data.root)
     assert len(out) == 1 and out[0].startswith(f"{odd}:0: file name is neither current.jsonl")
+
+
+def test_parallel_output_equals_serial(data: Layout) -> None:
+    for path in data.files["BTCUSD"][:3]:
+        edit(path, 3, b"{bad\n")
+    serial, parallel = io.StringIO(), io.StringIO()
+    a, b = verify([data.root], serial, jobs=1), verify([data.root], parallel, jobs=3)
+    assert serial.getvalue() == parallel.getvalue() and serial.getvalue().count("\n") == 3
+    assert (a.files, a.lines, a.problems) == (b.files, b.lines, b.problems)
