@@ -463,7 +463,8 @@ def _split(values: list[str] | None, upper: bool = False) -> list[str] | None:
 
 
 def main_cat(argv: list[str]) -> int:
-    """`collector cat`: 0 done, 1 unreadable data, 2 usage error."""
+    """`collector cat`: 0 done (also when the reader of stdout went away), 1 unreadable
+    data, 2 usage error (bad arguments, missing directory)."""
     parser = _cat_parser()
     try:
         args = parser.parse_args(argv)
@@ -496,4 +497,9 @@ def main_cat(argv: list[str]) -> int:
         out.flush()
         print(f"collector cat: {exc} (run `collector verify` for every problem)", file=sys.stderr)
         return 1
+    except OSError as exc:  # unreadable file, failed write to stdout
+        print(f"collector cat: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -5,6 +5,9 @@ continuous span is written, and every break is marked."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from collector.sim import SimExchange
 from tests.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
@@ -34,3 +37,26 @@ async def test_chaos_round_trip(tmp_path):
             assert Counter(reasons(recs)[1:]) == stats.marked  # every record the feed wrote
             assert sum(stats.resyncs.values()) >= sum(stats.marked.values())
         assert set(written) >= EXPECTED, written
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "gemini" / "captures"
+
+
+@pytest.mark.skipif(not (SHARED / "GEMINI.ws.36.0").exists(),
+                    reason="needs ../shared/gemini/captures (real Gemini data, not in the repo)")
+async def test_collector_records_a_replayed_real_capture_exactly(tmp_path):
+    capture = SHARED / "GEMINI.ws.36.0"
+    async with SimExchange(None, replay=capture, speed=0, loop=False, heartbeat_s=0.05) as sim:
+        symbols = sim.symbols
+        cfg = make_config(sim.ws_url, tmp_path, symbols)
+        async with running(cfg) as app:
+            def done(sym: str) -> bool:
+                last = sim.truth(sym).log.last_event_id
+                return (sim.replay_finished(sym) and (tmp_path / sym / "current.jsonl").exists()
+                        and f'"event_id":{last},'.encode() in (tmp_path / sym / "current.jsonl").read_bytes())
+            await wait_until(lambda: all(done(s) for s in symbols), timeout=30, what="whole capture recorded")
+        for sym in symbols:
+            recs = read_records(tmp_path, sym)
+            assert reasons(recs) == ["start"]
+            assert check_against_truth(sim, recs, sym) >= 1
+            assert app.feeds[sym].stats.updates == len(sim.truth(sym).log.event_ids)
