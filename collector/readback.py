@@ -33,7 +33,6 @@ import heapq
 import importlib
 import io
 import os
-import re
 import sys
 import zlib
 from bisect import bisect_right
@@ -46,13 +45,10 @@ from typing import IO, Any
 
 import orjson
 
-TYPES = ("header", "book", "trade", "auction", "resync")
-CURRENT = "current.jsonl"
-RAW_DIR = "raw"
+from collector.segments import CURRENT, SEGMENT_RE
 
-# <SYMBOL>.<YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]
-SEGMENT_RE = re.compile(
-    r"(?P<symbol>[^/]+?)\.(?P<ts>[0-9]{8}T[0-9]{6}Z)(?:-(?P<n>[0-9]+))?\.jsonl(?P<comp>\.zst|\.gz)?\Z")
+TYPES = ("header", "book", "trade", "auction", "resync")
+RAW_DIR = "raw"
 # When a segment may be read, by its name: rotation can lag the period boundary
 # (and records received just before it can land just after it), so names are
 # only trusted to this margin.
@@ -238,7 +234,7 @@ def open_binary(path: Path | str) -> IO[bytes]:
 DECODE_ERRORS: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
-def _open_segment(seg: Segment) -> tuple[Path, IO[bytes]] | None:
+def open_segment(seg: Segment) -> tuple[Path, IO[bytes]] | None:
     for path in seg.paths:
         try:
             return path, open_binary(path)
@@ -287,7 +283,7 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
                 if i < len(starts) and starts[i] + SKIP_SLACK_NS <= start:
                     last_book = None
                     continue
-            opened = _open_segment(seg)
+            opened = open_segment(seg)
             if opened is None:  # gone (retention) between listing and opening
                 last_book = None
                 continue

@@ -17,7 +17,7 @@ from typing import IO
 
 import orjson
 
-from collector import rawlog, segments
+from collector import rawlog, readback
 from collector.stream import Stream, StreamBroken
 
 
@@ -26,8 +26,11 @@ def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = Non
     symbol = folder.parent.name
     stream: Stream | None = None
     depth_now, every = depth or 10, emit == "every"  # until a header says the run's
-    for path in segments.stream_files(folder):
-        with segments.open_segment(path) as f:
+    for seg in readback.list_segments(folder):
+        opened = readback.open_segment(seg)
+        if opened is None:
+            continue
+        with opened[1] as f:
             for line in f:
                 rec = orjson.loads(line)
                 kind = rec.get("type")

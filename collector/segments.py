@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 import structlog
 
@@ -27,7 +26,9 @@ log = structlog.get_logger("segments")
 
 CURRENT = "current.jsonl"
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)\.(?P<start>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.jsonl(?P<ext>\.zst|\.gz)?$")
+# <SYMBOL>.<YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]
+SEGMENT_RE = re.compile(
+    r"(?P<symbol>[^/]+?)\.(?P<ts>[0-9]{8}T[0-9]{6}Z)(?:-(?P<n>[0-9]+))?\.jsonl(?P<comp>\.zst|\.gz)?\Z")
 _STAMP = "%Y%m%dT%H%M%SZ"
 
 
@@ -54,10 +55,10 @@ class Closed:
 
 
 def parse_name(path: Path) -> Closed | None:
-    m = _NAME.match(path.name)
+    m = SEGMENT_RE.match(path.name)
     if not m:
         return None
-    start = int(datetime.strptime(m["start"], _STAMP).replace(tzinfo=timezone.utc).timestamp())
+    start = int(datetime.strptime(m["ts"], _STAMP).replace(tzinfo=timezone.utc).timestamp())
     return Closed(start, int(m["n"] or 1), path)
 
 
@@ -86,25 +87,6 @@ def closed_name(folder: Path, symbol: str, start: int) -> Path:
         n += 1
     suffix = "" if n == 1 else f"-{n}"
     return folder / f"{symbol}.{stamp(start)}{suffix}.jsonl"
-
-
-def open_segment(path: Path) -> IO[bytes]:
-    """A binary reader of a segment, decompressing `.zst` and `.gz`."""
-    if path.suffix == ".zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # type: ignore[return-value]
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
-
-
-def stream_files(folder: Path) -> list[Path]:
-    """Every segment of one stream in order: closed ones, then current.jsonl."""
-    files = [s.path for s in closed_segments(folder)]
-    if (folder / CURRENT).exists():
-        files.append(folder / CURRENT)
-    return files
 
 
 def fsync_dir(path: Path) -> None:

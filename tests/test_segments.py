@@ -4,7 +4,7 @@ from pathlib import Path
 
 import zstandard
 
-from collector import segments
+from collector import readback, segments
 
 
 def touch(path: Path, data: bytes = b"x\n", mtime: float | None = None) -> Path:
@@ -53,7 +53,7 @@ def test_compress_round_trips_and_removes_the_plain_file(tmp_path):
         final = segments.compress(plain, method)
         assert not plain.exists() and final.exists()
         assert opener(final) == data
-        with segments.open_segment(final) as f:
+        with readback.open_binary(final) as f:
             assert f.read() == data
     assert not list(tmp_path.glob("*.tmp"))
 
