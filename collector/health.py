@@ -258,6 +258,7 @@ class Monitor:
         self.server: Any = None  # metrics.MetricsServer when listening
         self.ready_sent = False
         self.watchdogs_sent = 0
+        self.ticks = 0
         self._last_watchdog = 0.0
         self._last_status = ""
         self._next_heartbeat = 0.0
@@ -340,6 +341,7 @@ class Monitor:
 
     def tick(self, now: float) -> None:
         self.last_tick = now
+        self.ticks += 1
         writer = self.app.writer
         self.progress.sample(writer.queue.qsize(), writer_done(writer), now)
         problems = self.problems(now)

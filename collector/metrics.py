@@ -209,9 +209,18 @@ def build_registry(app: Any, monitor: Monitor) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry
     from prometheus_client.process_collector import ProcessCollector
 
+    class _ProcessCollector(ProcessCollector):
+        def _boot_time(self) -> float:
+            # systemd's ProcSubset=pid hides /proc/stat (btime); without a boot time the
+            # base class exports nothing. The boot clock gives the same number.
+            try:
+                return float(super()._boot_time())
+            except OSError:
+                return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AppCollector(app, monitor))  # type: ignore[arg-type]
-    ProcessCollector(registry=registry)
+    _ProcessCollector(registry=registry)
     return registry
 
 
