@@ -263,6 +263,8 @@ class Monitor:
         self._last_status = ""
         self._next_heartbeat = 0.0
         self._heartbeat_busy = False
+        self._heartbeat_failing = False
+        self._heartbeat_verdict: list[tuple[str, str | None]] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._thread: ProcessWatchdog | None = None
@@ -287,8 +289,10 @@ class Monitor:
     async def start(self) -> None:
         """Listen for scrapes (OSError if the address cannot be bound), start ticking
         and the watchdog thread. READY=1 follows once the writer has started."""
+        self.started_at = self.last_tick = time.monotonic()
         if self.listen:
-            from collector.metrics import MetricsServer  # prometheus_client: only when asked
+            # prometheus_client (about 50 ms to import) only when a listener is asked for
+            from collector.metrics import MetricsServer
 
             host, port = parse_listen(self.listen)
             self.server = MetricsServer(self.app, self)
@@ -345,18 +349,22 @@ class Monitor:
         writer = self.app.writer
         self.progress.sample(writer.queue.qsize(), writer_done(writer), now)
         problems = self.problems(now)
-        if (self.watchdog_s and self.ready_sent and not any(p.fatal for p in problems)
-                and now - self._last_watchdog >= self.watchdog_s * 0.999):
-            if self.notifier.send("WATCHDOG=1"):
-                self._last_watchdog = now
-                self.watchdogs_sent += 1
+        interval = self.watchdog_s
+        due = interval is not None and now - self._last_watchdog >= interval * 0.999
+        if (due and self.ready_sent and not any(p.fatal for p in problems)
+                and self.notifier.send("WATCHDOG=1")):
+            self._last_watchdog = now
+            self.watchdogs_sent += 1
         if self.ready_sent and not self._stopping:
             status = self.status_text(problems)
             if status != self._last_status and self.notifier.send(f"STATUS={status}"):
                 self._last_status = status
         path = self.heartbeat_path
-        if path is not None and now >= self._next_heartbeat and not self._heartbeat_busy:
+        verdict = [(p.kind, p.symbol) for p in problems]
+        if (path is not None and not self._heartbeat_busy
+                and (now >= self._next_heartbeat or verdict != self._heartbeat_verdict)):
             self._next_heartbeat = now + HEARTBEAT_S
+            self._heartbeat_verdict = verdict
             self._heartbeat_busy = True
             fut = asyncio.get_running_loop().run_in_executor(
                 None, write_heartbeat, path, problems, time.time())
@@ -364,9 +372,12 @@ class Monitor:
 
     def _heartbeat_done(self, fut: asyncio.Future[None]) -> None:
         self._heartbeat_busy = False
-        if not fut.cancelled() and fut.exception() is not None:
-            log.error("cannot write the heartbeat file", path=str(self.heartbeat_path),
-                      error=str(fut.exception()))
+        error = None if fut.cancelled() else fut.exception()
+        if error is not None and not self._heartbeat_failing:
+            log.error("cannot write the heartbeat file", path=str(self.heartbeat_path), error=str(error))
+        elif error is None and self._heartbeat_failing:
+            log.info("heartbeat file written again", path=str(self.heartbeat_path))
+        self._heartbeat_failing = error is not None
 
     def status_text(self, problems: list[Problem]) -> str:
         feeds = self.app.feeds
@@ -378,7 +389,6 @@ class Monitor:
         text = f"{live}/{len(feeds)} feeds live; resyncs {sum(resyncs.values())}"
         if resyncs:
             text += " (" + ", ".join(f"{r} {n}" for r, n in sorted(resyncs.items())) + ")"
-        stuck = [p.detail for p in problems if p.fatal]
-        if stuck:
-            text += "; WRITER STUCK: " + stuck[0]
+        if any(p.fatal for p in problems):  # no numbers that change every tick: sent on change
+            text += f"; WRITER STUCK: records queued, none written for {self.writer_stuck_s:g} s or more"
         return text

@@ -44,8 +44,8 @@ import structlog
 from collector import __version__
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import CollectorRegistry
     from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
 
     from collector.health import Monitor
 
@@ -68,7 +68,7 @@ class Histogram:
     Only the event-loop thread may observe, so no lock is needed.
     """
 
-    __slots__ = ("bounds", "counts", "sum", "scale")
+    __slots__ = ("bounds", "counts", "scale", "sum")
 
     def __init__(self, bounds: Sequence[float] = LATENCY_BOUNDS_MS, scale: float = 0.001) -> None:
         self.bounds = tuple(bounds)
@@ -111,7 +111,10 @@ class AppCollector:
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import (
-            CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily,
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
         )
 
         now = time.monotonic()

@@ -256,6 +256,7 @@ class Writer:
                     log.error("write failed, dropping lines", stream=key,
                               path=str(self.directory / key), error=str(exc), lines=lines)
                 self.dropped[key] += lines
+                self.last_book[key] = None  # the book lines lost may have changed it
                 continue
             if self.dropped[key]:
                 log.warning("writing again after loss", stream=key, dropped=self.dropped[key])
