@@ -21,6 +21,7 @@ from collector.backoff import TokenBucket
 from collector import config, logs
 from collector.config import Config
 from collector.feed import Feed
+from collector.health import Monitor
 from collector.writer import Writer
 
 log = structlog.get_logger("app")
@@ -57,6 +58,7 @@ class App:
                                   cfg.feed.max_connects_per_minute, time.monotonic())
         self.feeds = {s: Feed(s, cfg, self.writer, self.bucket) for s in cfg.feed.symbols}
         self.reloads = 0
+        self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
 
@@ -81,6 +83,17 @@ class App:
             os.close(lock)
 
     async def _run(self) -> int:
+        try:
+            await self.monitor.start()
+        except OSError as exc:
+            log.error("cannot listen for metrics", listen=self.monitor.listen, error=str(exc))
+            return 1
+        try:
+            return await self._supervise()
+        finally:
+            await self.monitor.close()
+
+    async def _supervise(self) -> int:
         writer = asyncio.create_task(self.writer.run(), name="writer")
         for feed in self.feeds.values():
             self._start_feed(feed)
@@ -88,6 +101,7 @@ class App:
                  url=self.cfg.feed.url)
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
+        self.monitor.stopping()
         if writer.done():
             stop.cancel()
             for t in self._tasks.values():

@@ -1,4 +1,4 @@
-"""`collector` command line: run, demo, simulate, cat, verify, replay; exit 78 on a bad config."""
+"""`collector` command line: run, health, demo, simulate, cat, verify, replay; exit 78 on a bad config."""
 
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return await App(cfg).run()
 
     return _event_loop_run(main())
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the running collector is healthy, else 1 (Docker HEALTHCHECK, scripts)."""
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"collector health: config error: {exc}", file=sys.stderr)
+        return 1
+    from collector.health import probe
+
+    ok, text = probe(cfg.metrics.listen, cfg.output.dir)
+    print(text)
+    return 0 if ok else 1
 
 
 # Subcommands whose module owns its options (and their --help): argv is forwarded untouched.
@@ -104,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="record the configured symbols until SIGTERM")
     run.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
     run.set_defaults(func=cmd_run)
+    health = sub.add_parser(
+        "health", help="exit 0 if the running collector is healthy, else 1",
+        description="Ask the running collector's /healthz ([metrics] listen), or read the "
+                    "heartbeat file in its output directory when metrics are off; print the "
+                    "problems; exit 0 when healthy, 1 when not (or not running).")
+    health.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
+    health.set_defaults(func=cmd_health)
     for name, (_, _, summary) in FORWARDED.items():
         sub.add_parser(name, add_help=False, help=summary).set_defaults(func=cmd_forward)
     demo = sub.add_parser(

@@ -85,11 +85,24 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # "HOST:PORT" serves /metrics and /healthz; "" = off
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    writer_stuck_s: float = 30.0  # records queued, none written this long: unhealthy, no WATCHDOG=1
+    exit_after_s: float = 120.0  # event loop blocked or writer stuck this long: exit 70
+
+
+@dataclass(frozen=True)
 class Config:
     feed: FeedConfig
     book: BookConfig = field(default_factory=BookConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     path: Path | None = None
 
 
@@ -98,6 +111,8 @@ _SECTIONS: dict[str, type] = {
     "book": BookConfig,
     "output": OutputConfig,
     "log": LogConfig,
+    "metrics": MetricsConfig,
+    "health": HealthConfig,
 }
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -236,6 +251,19 @@ def _check(s: dict[str, Any], fail: Any) -> None:
     level = s["log"].level
     if level not in _LEVELS:
         raise fail("log.level", f"must be one of {', '.join(_LEVELS)}, got {level!r}")
+    listen = s["metrics"].listen
+    if listen:
+        from collector.health import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise fail("metrics.listen", str(exc)) from None
+    health: HealthConfig = s["health"]
+    if health.writer_stuck_s <= 0:
+        raise fail("health.writer_stuck_s", "must be greater than 0")
+    if health.exit_after_s < health.writer_stuck_s:
+        raise fail("health.exit_after_s", "must be at least health.writer_stuck_s")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

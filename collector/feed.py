@@ -27,6 +27,7 @@ from collector import rawlog, records
 from collector.backoff import Backoff, TokenBucket, acquire_wait
 from collector.config import Config
 from collector.gemini.v1 import stream_url
+from collector.metrics import Histogram
 from collector.stream import Counts, Stream, StreamBroken
 from collector.writer import Writer, raw_key
 
@@ -41,6 +42,7 @@ class FeedStats(Counts):
     unknown: Counter[str] = field(default_factory=Counter)
     live: bool = False
     last_frame: float = 0.0  # monotonic time of the last frame received
+    latency: Histogram | None = field(default_factory=Histogram)  # exchange -> receive
 
 
 class Feed:

@@ -263,6 +263,7 @@ class Monitor:
         self._last_status = ""
         self._next_heartbeat = 0.0
         self._heartbeat_busy = False
+        self._heartbeat_write: asyncio.Future[None] | None = None
         self._heartbeat_failing = False
         self._heartbeat_verdict: list[tuple[str, str | None]] = []
         self._stopping = False
@@ -322,6 +323,8 @@ class Monitor:
             await self.server.close()
         path = self.heartbeat_path
         if path is not None:
+            if self._heartbeat_write is not None:  # lest it recreate the file after the unlink
+                await asyncio.wait([self._heartbeat_write], timeout=2)
             try:
                 path.unlink(missing_ok=True)
             except OSError:
@@ -366,7 +369,7 @@ class Monitor:
             self._next_heartbeat = now + HEARTBEAT_S
             self._heartbeat_verdict = verdict
             self._heartbeat_busy = True
-            fut = asyncio.get_running_loop().run_in_executor(
+            fut = self._heartbeat_write = asyncio.get_running_loop().run_in_executor(
                 None, write_heartbeat, path, problems, time.time())
             fut.add_done_callback(self._heartbeat_done)
 

@@ -12,7 +12,7 @@ book, and reconnects. A Stream is never reused after it broke.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from collector import records
@@ -20,6 +20,9 @@ from collector.book import Book
 from collector.gemini.v1 import (
     Auction, Change, Heartbeat, InvalidFrame, Trade, UnknownEvent, UnknownFrame, Update, parse,
 )
+
+if TYPE_CHECKING:
+    from collector.metrics import Histogram
 
 
 class StreamBroken(Exception):
@@ -35,6 +38,7 @@ class Counts:
 
     updates: int = 0  # frames carrying book changes (the snapshot excluded)
     trades: int = 0
+    latency: Histogram | None = None  # receive - exchange ms of every update frame
 
 
 class Stream:
@@ -87,6 +91,9 @@ class Stream:
     def _update(self, frame: Update, recv_ns: int) -> bytes:
         book = self.book
         assert book is not None
+        latency = self.counts.latency
+        if latency is not None and frame.timestamp_ms is not None:
+            latency.observe(recv_ns // 1_000_000 - frame.timestamp_ms)
         out, had_change, top_changed = self._events(frame, book, recv_ns)
         if had_change:
             self.counts.updates += 1

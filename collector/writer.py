@@ -31,6 +31,7 @@ import structlog
 
 from collector import __version__, records, segments
 from collector.config import OutputConfig
+from collector.metrics import WRITE_BOUNDS_S, Histogram
 
 log = structlog.get_logger("writer")
 
@@ -134,6 +135,9 @@ class Writer:
         self.fsync_errors = 0
         self.rotations = 0
         self.free_bytes: int | None = None
+        self.started = asyncio.Event()  # start-up done: READY=1 waits for it
+        self.write_latency = Histogram(WRITE_BOUNDS_S, scale=1.0)  # seconds per batch
+        self.queue_wait_s = 0.0  # time feeds spent waiting on a full queue
         self._low_space = False
         self._next_free_check = 0.0
         self._last_fsync = time.monotonic()
@@ -151,7 +155,9 @@ class Writer:
             if self.queue_full_waits == 1 or self.queue_full_waits % 1000 == 0:
                 log.warning("queue full, feeds waiting for the writer",
                             waits=self.queue_full_waits, size=self.queue.maxsize)
+            waited = time.monotonic()
             await self.queue.put((key, data))
+            self.queue_wait_s += time.monotonic() - waited
 
     async def run(self) -> None:
         """Drain the queue until stop(); then flush and fsync every file."""
@@ -159,6 +165,7 @@ class Writer:
         queue = self.queue
         stopping = False
         await loop.run_in_executor(self._thread, self._start_up)
+        self.started.set()
         try:
             while not stopping:
                 try:
@@ -179,7 +186,9 @@ class Writer:
                         break
                     item = queue.get_nowait()
                 if batch:
+                    began = loop.time()
                     await loop.run_in_executor(self._thread, self._write_batch, batch)
+                    self.write_latency.observe(loop.time() - began)
             await loop.run_in_executor(self._thread, self._close_all)
         finally:
             self._thread.shutdown(wait=True)

@@ -1,0 +1,52 @@
+"""`collector run`, with the time of every file write noted (for the latency figures).
+
+    python -m bench.probe --write-log FILE run --config CONFIG
+
+Runs `collector.cli.main(["run", ...])` unchanged, after wrapping the writer's
+`collector.writer._os_write` seam (the one the tests use to inject ENOSPC): each call
+appends (time after the write returned, fd, bytes written) to three int64 arrays, about
+0.3 us per write call (one call per stream per writer batch, not per record). At exit the
+arrays go to FILE with each fd's path, so the harness can give every line of every
+`current.jsonl` the moment it was written.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import sys
+import time
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if len(args) < 2 or args[0] != "--write-log":
+        print("usage: python -m bench.probe --write-log FILE run --config CONFIG", file=sys.stderr)
+        return 2
+    log_path, rest = args[1], args[2:]
+    from bench.common import dump_arrays
+    from collector import cli, writer
+
+    t_ns, fds, sizes = array.array("q"), array.array("q"), array.array("q")
+    paths: dict[int, str] = {}
+    raw_write, now = os.write, time.time_ns
+
+    def timed_write(fd: int, data: bytes | memoryview) -> int:
+        n = raw_write(fd, data)
+        t_ns.append(now())
+        fds.append(fd)
+        sizes.append(n)
+        if fd not in paths:
+            paths[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        return n
+
+    writer._os_write = timed_write
+    try:
+        return cli.main(rest)
+    finally:
+        dump_arrays(log_path, {"paths": {str(k): v for k, v in paths.items()}},
+                    t_ns=t_ns, fd=fds, n=sizes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
