@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 import time
-import timeit
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,16 +73,6 @@ def test_histogram_buckets_are_cumulative_with_prometheus_le():
     assert h.count == 9 and h.sum == 0 + 1 + 2 + 5 + 6 + 10 + 11 + 5000  # a negative adds nothing
 
 
-def test_histogram_observation_is_cheap():
-    h = Histogram()
-    recv_ns, exchange_ms = time.time_ns(), time.time_ns() // 1_000_000 - 37
-    n = 200_000
-    per = timeit.timeit(lambda: h.observe(recv_ns // 1_000_000 - exchange_ms), number=n) / n
-    base = timeit.timeit(lambda: recv_ns // 1_000_000 - exchange_ms, number=n) / n
-    print(f"Histogram.observe: {(per - base) * 1e9:.0f} ns per observation")
-    assert per - base < 2e-6  # a frame costs tens of microseconds to parse, apply and render
-
-
 # ---- the collector and the HTTP server, on a still App ---------------------------------------
 
 def still_app(tmp_path: Path) -> SimpleNamespace:
@@ -93,17 +82,17 @@ def still_app(tmp_path: Path) -> SimpleNamespace:
     btc.resyncs.update(stale=1, closed=2)
     btc.marked.update(stale=1)
     btc.unknown.update(mystery=1)
-    btc.latency = Histogram()  # type: ignore[attr-defined]  # FeedStats gets it with the integration
+    btc.latency = Histogram()
     for ms in (3, 40, 40, 700):
-        btc.latency.observe(ms)  # type: ignore[attr-defined]
+        btc.latency.observe(ms)
     eth = FeedStats(live=False)
     writer = Writer(cfg.output)
     writer.bytes_written.update({"BTCUSD": 1000, "ETHUSD": 24})
     writer.lines_written.update({"BTCUSD": 10, "ETHUSD": 1})
     writer.free_bytes = 5 * 2**30
-    writer.write_latency = Histogram((0.001, 0.01), scale=1.0)  # type: ignore[attr-defined]
-    writer.write_latency.observe(0.002)  # type: ignore[attr-defined]
-    writer.queue_wait_s = 1.5  # type: ignore[attr-defined]
+    writer.write_latency = Histogram((0.001, 0.01), scale=1.0)
+    writer.write_latency.observe(0.002)
+    writer.queue_wait_s = 1.5
     writer.queue.put_nowait(("BTCUSD", b"{}\n"))
     feeds = {"BTCUSD": SimpleNamespace(stats=btc, _levels=lambda: {"bids": 500, "asks": 498}),
              "ETHUSD": SimpleNamespace(stats=eth, _levels=dict)}
