@@ -133,19 +133,17 @@ class Feed:
             await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
         live_since: float | None = None
         stream = self._stream = Stream(self.symbol, self.depth, self.emit_every, self._unknown, self.stats)
+        expired: list[StreamBroken] = []
+        watch = asyncio.create_task(self._deadlines(ws, stream, expired))
         try:
             while True:
-                timeout = cfg.stale_after_s if live_since is not None else cfg.snapshot_timeout_s
                 try:
-                    async with asyncio.timeout(timeout):
-                        raw = await ws.recv(decode=False)
-                except TimeoutError:
-                    if live_since is None:
-                        raise StreamBroken("snapshot_timeout", detail=f"no snapshot in {timeout} s") from None
-                    raise StreamBroken("stale", detail=f"no frame for {timeout} s") from None
+                    raw = await ws.recv(decode=False)
                 except ConnectionClosed as exc:
                     if self._stopping.is_set():
                         return 0.0
+                    if expired:
+                        raise expired[0] from None
                     raise StreamBroken("closed", detail=_close_detail(exc)) from None
                 recv_ns = time.time_ns()
                 self.stats.last_frame = self.clock()
@@ -169,9 +167,29 @@ class Feed:
             await self._break(broken.reason, **broken.fields)
             return self.backoff.next_delay()
         finally:
+            watch.cancel()
             self._ws = None
             self.stats.live = False
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
+
+    async def _deadlines(self, ws: ClientConnection, stream: Stream, expired: list[StreamBroken]) -> None:
+        """Snapshot and stale deadlines. One sleep per deadline, moved on by the frames
+        that came meanwhile, instead of a timer armed around every recv (that cost ~15%
+        of the per-frame time). On expiry the socket is aborted and recv() raises."""
+        cfg = self.cfg
+        opened = self.clock()
+        while True:
+            if stream.live:
+                limit, since, what = cfg.stale_after_s, self.stats.last_frame, "stale"
+            else:
+                limit, since, what = cfg.snapshot_timeout_s, opened, "snapshot_timeout"
+            left = since + limit - self.clock()
+            if left <= 0:
+                detail = f"no frame for {limit} s" if what == "stale" else f"no snapshot in {limit} s"
+                expired.append(StreamBroken(what, detail=detail))
+                ws.transport.abort()
+                return
+            await asyncio.sleep(left)
 
     def _went_live(self) -> None:
         self.stats.live = True

@@ -38,7 +38,9 @@ class InvalidFrame(ValueError):
         self.sample = text[:_SAMPLE_CHARS]
 
 
-@dataclass(frozen=True, slots=True)
+# Frames and events are plain slotted classes, not frozen: a frozen dataclass costs ~4x
+# more to build (object.__setattr__ per field), and several are built per frame.
+@dataclass(slots=True)
 class Change:
     side: str  # "bid" | "ask"
     price: str
@@ -46,7 +48,7 @@ class Change:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Trade:
     tid: int
     price: str
@@ -55,13 +57,13 @@ class Trade:
     block: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Auction:
     kind: str  # auction_open | auction_indicative | auction_result
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UnknownEvent:
     kind: str
 
@@ -69,12 +71,12 @@ class UnknownEvent:
 Event = Union[Change, Trade, Auction, UnknownEvent]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     seq: int
     event_id: int
@@ -82,7 +84,7 @@ class Update:
     events: tuple[Event, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UnknownFrame:
     """A frame type nobody knows yet; it still holds a sequence number."""
 
