@@ -8,10 +8,10 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Protocol
 
-from .connection import Connection, ConnState
+from .connection import ConnState
 from .faults import Fault, FaultKind, FiredFault, RandomFaults
 from .market import Market, Update
 from .stats import Notifier, SymbolStats
@@ -20,13 +20,33 @@ from .truth import TruthLog, TruthWriter
 if TYPE_CHECKING:
     from .replay import ReplayMarket
 
-__all__ = ["SymbolHub"]
+__all__ = ["Subscriber", "SymbolHub"]
 
 log = logging.getLogger("collector.sim")
 
 K = FaultKind
 _LOW_WATER = 256  # unlimited rate: produce while some connection has fewer queued frames
 _BATCH = 64  # unlimited rate: updates per loop turn
+
+
+class Subscriber(Protocol):
+    """What a hub needs of a client of its market: a v1 ``Connection``, or one symbol's
+    subscription on a current-API socket (``current_api.SymbolSubscription``)."""
+
+    id: int
+    state: ConnState
+    snapshot_delay: float
+
+    @property
+    def queue(self) -> Sized: ...
+
+    def open(self, armed: list[Fault]) -> None: ...
+
+    def offer(self, update: Update) -> None: ...
+
+    def arm(self, fault: Fault) -> None: ...
+
+    def finish(self, code: int, reason: str, grace: float = 5.0) -> None: ...
 
 
 class SymbolHub:
@@ -40,7 +60,7 @@ class SymbolHub:
         self.clock_ms = clock_ms
         self.stats = SymbolStats(last_event_id=market.event_id)
         self.truth_log = TruthLog(market) if record_truth else None
-        self.connections: dict[int, Connection] = {}
+        self.connections: dict[int, Subscriber] = {}
         self._notifier = notifier
         self._writer = truth_writer
         self._armed: list[Fault] = []  # connection faults waiting for the next connection
@@ -129,18 +149,19 @@ class SymbolHub:
         for conn in live:
             conn.arm(fault)
 
-    def take_refusal(self) -> Fault | None:
-        """Called once per WebSocket handshake of this symbol."""
+    def take_refusal(self, roll: bool = True) -> Fault | None:
+        """Called once per WebSocket handshake of this symbol. ``roll`` False: injected
+        refusals only (current-API handshakes, which name no symbol)."""
         if self._refusals:
             fault = self._refusals.popleft()
             self.fired(K.REFUSE, None, None, False)
             return fault
-        if self.random_faults.roll_handshake(K.REFUSE):
+        if roll and self.random_faults.roll_handshake(K.REFUSE):
             self.fired(K.REFUSE, None, None, True)
             return Fault.make(K.REFUSE)
         return None
 
-    def fired(self, kind: FaultKind, conn: Connection | None, seq: int | None, rnd: bool) -> None:
+    def fired(self, kind: FaultKind, conn: Subscriber | None, seq: int | None, rnd: bool) -> None:
         rec = FiredFault(kind, self.symbol, conn.id if conn else None, seq, self.last_event_id,
                          rnd, time.monotonic())
         self.stats.faults.append(rec)
@@ -150,7 +171,7 @@ class SymbolHub:
 
     # ---- connections -----------------------------------------------------------------
 
-    def attach(self, conn: Connection) -> None:
+    def attach(self, conn: Subscriber) -> None:
         """Register a new connection and queue its first frame, atomically with respect to
         publishing (no await), so the snapshot and the following updates line up."""
         self.stats.handshakes += 1
@@ -167,7 +188,7 @@ class SymbolHub:
         self.wake_market()
         self.notify()
 
-    def detach(self, conn: Connection) -> None:
+    def detach(self, conn: Subscriber) -> None:
         if self.connections.pop(conn.id, None) is not None:
             conn.state = ConnState.CLOSED
             self.stats.connections -= 1

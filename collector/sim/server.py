@@ -2,7 +2,9 @@
 
 One ``websockets`` server: ``process_request`` answers REST GETs and refuses or rejects
 handshakes; accepted ``/v1/marketdata/{SYMBOL}`` connections are attached to that
-symbol's hub, which broadcasts one market to all of its connections.
+symbol's hub, which broadcasts one market to all of its connections. WebSocket
+handshakes at ``/`` speak the current API (``current_api.py``): their subscriptions
+attach to the same hubs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from websockets.http11 import Request, Response
 from . import rest
 from .capture import Capture, load_capture
 from .connection import Connection
+from .current_api import CurrentConnection, is_current_path, snapshot_mode
 from .faults import Fault, FaultKind, RandomFaults, parse_fault_spec
 from .frames import Subscription
 from .hub import SymbolHub
@@ -154,7 +157,10 @@ class SimExchange:
                 notifier=self._notifier, clock_ms=clock_ms, seed=seed,
                 record_truth=record_truth, truth_writer=self._writer)
         self.stats: dict[str, SymbolStats] = {s: h.stats for s, h in self._hubs.items()}
-        self.rejected_unknown = 0  # handshakes for unlisted symbols (404)
+        self.rejected_unknown = 0  # handshakes (v1) or subscriptions (current) of unlisted symbols
+        self.current_refused = 0  # current-API handshakes refused (injected or random)
+        self.current_connections = 0  # current-API sockets open now
+        self._current_faults = RandomFaults(rates, f"{seed}:current")  # its handshake faults
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conn_ids = itertools.count(1)
@@ -227,6 +233,12 @@ class SimExchange:
         return f"ws://{self.host}:{self.port}/v1/marketdata"
 
     @property
+    def current_url(self) -> str:
+        """The current API's URL (``wss://ws.gemini.com``); a client appends
+        ``?snapshot=-1`` and sends SUBSCRIBE requests."""
+        return f"ws://{self.host}:{self.port}"
+
+    @property
     def rest_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -276,6 +288,8 @@ class SimExchange:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
+        if is_current_path(path) and request.headers.get("Upgrade", "").lower() == "websocket":
+            return self._current_refusal()
         symbol = _ws_symbol(path)
         if symbol is None:
             status, body = rest.route(path, query, self.specs,
@@ -298,15 +312,45 @@ class SimExchange:
         refusal = hub.take_refusal()
         if refusal is not None:
             hub.stats.refused += 1
-            status = int(refusal.params["status"])
-            retry = refusal.params["retry_after"]
-            reason = "RateLimited" if status == 429 else "ServiceUnavailable"
-            return _json_response(status, rest.error_body(reason, "Try again later"),
-                                  [("Retry-After", str(retry))])
+            return _refusal_response(refusal)
         return None
+
+    def _current_refusal(self) -> Response | None:
+        """A current-API handshake names no symbol: refused if any symbol has a refusal
+        armed (the first listed one), else by a random ``refuse`` roll."""
+        for hub in self._hubs.values():
+            refusal = hub.take_refusal(roll=False)
+            if refusal is not None:
+                hub.stats.refused += 1
+                break
+        else:
+            if not self._current_faults.roll_handshake(FaultKind.REFUSE):
+                return None
+            refusal = Fault.make(FaultKind.REFUSE)
+            log.info("fault refuse fired (current API handshake)", extra={"random": True})
+        self.current_refused += 1
+        self._notifier.notify()
+        return _refusal_response(refusal)
+
+    def _unknown_subscription(self) -> None:
+        self.rejected_unknown += 1
+        self._notifier.notify()
 
     async def _handler(self, ws: ServerConnection) -> None:
         path, _, query = ws.request.path.partition("?") if ws.request else ("", "", "")
+        if is_current_path(path):
+            current = CurrentConnection(next(self._conn_ids), self._hubs, ws,
+                                        snapshot_mode(query), self.send_buffer,
+                                        self.close_timeout, self._conn_ids,
+                                        self._unknown_subscription)
+            self.current_connections += 1
+            self._notifier.notify()
+            try:
+                await current.serve()
+            finally:
+                self.current_connections -= 1
+                self._notifier.notify()
+            return
         symbol = _ws_symbol(path)
         hub = self._hubs[symbol or ""]
         conn = Connection(next(self._conn_ids), hub, ws, Subscription.from_query(query),
@@ -325,6 +369,14 @@ class SimExchange:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refusal_response(refusal: Fault) -> Response:
+    status = int(refusal.params["status"])
+    retry = refusal.params["retry_after"]
+    reason = "RateLimited" if status == 429 else "ServiceUnavailable"
+    return _json_response(status, rest.error_body(reason, "Try again later"),
+                          [("Retry-After", str(retry))])
 
 
 def _tape(replay: str | Path | Capture | Tape, symbols: Iterable[str] | None) -> Tape:
