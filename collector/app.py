@@ -27,6 +27,7 @@ from collector.writer import Writer
 log = structlog.get_logger("app")
 
 FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
+CURRENT_API_CONNECTS_PER_MINUTE = 50
 EX_LOCKED = 75  # EX_TEMPFAIL: another collector holds the output directory
 LOCK_NAME = ".collector.lock"
 
@@ -54,8 +55,10 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.writer = Writer(cfg.output, config.to_dict(cfg))
-        self.bucket = TokenBucket(cfg.feed.max_connects_per_minute,
-                                  cfg.feed.max_connects_per_minute, time.monotonic())
+        per_minute = cfg.feed.max_connects_per_minute
+        if cfg.feed.api == "current":  # Gemini allows 300 attempts per 5 min: 50 + 5 x 50
+            per_minute = min(per_minute, CURRENT_API_CONNECTS_PER_MINUTE)
+        self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
         self.feeds = {s: Feed(s, cfg, self.writer, self.bucket) for s in cfg.feed.symbols}
         self.reloads = 0
         self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health

@@ -17,6 +17,8 @@ _SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 COMPRESSIONS = ("zstd", "gzip", "none")
+# feed.api -> the default feed.url
+DEFAULT_URLS = {"v1": "wss://api.gemini.com/v1/marketdata", "current": "wss://ws.gemini.com"}
 
 
 def parse_duration(text: str) -> int:
@@ -34,7 +36,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class FeedConfig:
     symbols: tuple[str, ...]
-    url: str = "wss://api.gemini.com/v1/marketdata"
+    url: str = ""  # "" = DEFAULT_URLS[api]
     trades: bool = True
     stale_after_s: float = 15.0
     snapshot_timeout_s: float = 10.0
@@ -47,6 +49,11 @@ class FeedConfig:
     refused_retry_s: float = 300.0  # a symbol the exchange does not know (404)
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
+    api: str = "v1"  # "v1" (one socket per symbol, socket_sequence) or "current" (ws.gemini.com)
+
+    def __post_init__(self) -> None:
+        if not self.url and self.api in DEFAULT_URLS:
+            object.__setattr__(self, "url", DEFAULT_URLS[self.api])
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,8 @@ def _check(s: dict[str, Any], fail: Any) -> None:
             raise fail("feed.symbols", f"{sym!r} is not an upper-case Gemini symbol such as BTCUSD")
     if len(set(feed.symbols)) != len(feed.symbols):
         raise fail("feed.symbols", "lists a symbol twice")
+    if feed.api not in DEFAULT_URLS:
+        raise fail("feed.api", f"must be one of {', '.join(DEFAULT_URLS)}, got {feed.api!r}")
     if not feed.url.startswith(("ws://", "wss://")):
         raise fail("feed.url", f"must start with ws:// or wss://, got {feed.url!r}")
     positive = (

@@ -26,12 +26,18 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from collector import rawlog, records
 from collector.backoff import Backoff, TokenBucket, acquire_wait
 from collector.config import Config
+from collector.current_stream import CurrentStream
+from collector.gemini import current
 from collector.gemini.v1 import stream_url
 from collector.metrics import Histogram
 from collector.stream import Counts, Stream, StreamBroken
 from collector.writer import Writer, raw_key
 
 _unknown_logged: set[str] = set()  # unknown event types are logged once per process
+# Current API: breaks repaired on the same socket (UNSUBSCRIBE, ack, SUBSCRIBE, snapshot),
+# this many times in a row before the socket is replaced.
+RESUBSCRIBE_REASONS = ("gap", "crossed")
+MAX_RESUBSCRIBES = 3
 
 
 @dataclass
@@ -62,12 +68,16 @@ class Feed:
             TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock()),
             process_bucket,
         )
-        self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
+        self.api = self.cfg.api
+        if self.api == "current":
+            self.url = current.connect_url(self.cfg.url)  # ?snapshot=-1
+        else:
+            self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
         self.raw_key = raw_key(symbol) if cfg.output.raw else None
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._failures = 0  # failed attempts since the stream was last live
-        self._stream: Stream | None = None
+        self._stream: Stream | CurrentStream | None = None
 
     @property
     def stopping(self) -> bool:
@@ -131,6 +141,8 @@ class Feed:
         self.log.info("connected", url=self.url)
         if self.raw_key:
             await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
+        if self.api == "current":
+            return await self._current(ws)
         live_since: float | None = None
         stream = self._stream = Stream(self.symbol, self.depth, self.emit_every, self._unknown, self.stats)
         expired: list[StreamBroken] = []
@@ -190,6 +202,85 @@ class Feed:
                 ws.transport.abort()
                 return
             await asyncio.sleep(left)
+
+    async def _current(self, ws: ClientConnection) -> float:
+        """A current-API session on this symbol's own socket: SUBSCRIBE, then frames
+        until a break. A gap or a crossed book is repaired on the same socket
+        (`CurrentStream.resync`: UNSUBSCRIBE, its ack, SUBSCRIBE, a fresh snapshot), up to
+        MAX_RESUBSCRIBES times in a row; anything else, or no snapshot within
+        snapshot_timeout_s, ends the session (reconnect).
+
+        Liveness is websockets' keepalive (a ping every ping_interval_s, a pong within
+        ping_timeout_s, else websockets fails the socket -> "stale"). Data silence is
+        never a break: a quiet book may say nothing for half a minute. So a live stream
+        receives with no timer at all; only the wait for a snapshot has a deadline."""
+        cfg = self.cfg
+        stream = self._stream = CurrentStream(self.symbol, self.depth, self.emit_every,
+                                              self._unknown, self.stats, trades=cfg.trades)
+        live_since: float | None = None
+        stream.start()
+        try:
+            for req in stream.take_requests():
+                await ws.send(req, text=True)
+            deadline = self.clock() + cfg.snapshot_timeout_s
+            while True:
+                try:
+                    if stream.live:
+                        raw = await ws.recv(decode=False)
+                    else:
+                        async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                            raw = await ws.recv(decode=False)
+                except TimeoutError:
+                    raise StreamBroken("snapshot_timeout",
+                                       detail=f"no snapshot in {cfg.snapshot_timeout_s} s") from None
+                except ConnectionClosed as exc:
+                    if self._stopping.is_set():
+                        return 0.0
+                    if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1011:
+                        raise StreamBroken("stale", detail=f"no pong within {cfg.ping_timeout_s} s "
+                                                           "(dead connection)") from None
+                    raise StreamBroken("closed", detail=_close_detail(exc)) from None
+                recv_ns = time.time_ns()
+                self.stats.last_frame = self.clock()
+                try:
+                    data = stream.feed(raw, recv_ns)
+                except StreamBroken as broken:
+                    if self.raw_key:
+                        await self.writer.put(self.raw_key, rawlog.frame(
+                            raw, recv_ns, parsed=broken.reason != "invalid"))
+                    if broken.reason not in RESUBSCRIBE_REASONS or self._failures >= MAX_RESUBSCRIBES:
+                        raise
+                    await self._break(broken.reason, **broken.fields)
+                    self.stats.live = False
+                    live_since = None
+                    stream.resync()
+                    for req in stream.take_requests():
+                        await ws.send(req, text=True)
+                    deadline = self.clock() + cfg.snapshot_timeout_s
+                    continue
+                if self.raw_key:
+                    await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
+                for req in stream.take_requests():  # SUBSCRIBE once an UNSUBSCRIBE is acked
+                    await ws.send(req, text=True)
+                if live_since is None and stream.live:
+                    live_since = self.clock()
+                    self._went_live()
+                if data:
+                    await self.writer.put(self.symbol, data)
+        except StreamBroken as broken:
+            if live_since is not None and self.clock() - live_since >= cfg.healthy_after_s:
+                self.backoff.reset()
+            await self._break(broken.reason, **broken.fields)
+            return self.backoff.next_delay()
+        except ConnectionClosed as exc:  # while sending a request
+            if self._stopping.is_set():
+                return 0.0
+            await self._break("closed", detail=_close_detail(exc))
+            return self.backoff.next_delay()
+        finally:
+            self._ws = None
+            self.stats.live = False
+            ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
     def _went_live(self) -> None:
         self.stats.live = True

@@ -31,16 +31,22 @@ RESYNC_REASONS = (
 
 
 def book(symbol: str, seq: int, event_id: int, exchange_ms: int | None, recv_ns: int,
-         bids: list[Level], asks: list[Level]) -> bytes:
-    return orjson.dumps(
-        {"type": "book", "symbol": symbol, "seq": seq, "event_id": event_id,
-         "exchange_ms": exchange_ms, "recv_ns": recv_ns, "bids": bids, "asks": asks},
-        option=_NL,
-    )
+         bids: list[Level], asks: list[Level], exchange_ns: int | None = None) -> bytes:
+    """`exchange_ns` (current API: the exact event time) follows `exchange_ms` when
+    given; v1 has none, and its lines are unchanged."""
+    if exchange_ns is None:
+        rec = {"type": "book", "symbol": symbol, "seq": seq, "event_id": event_id,
+               "exchange_ms": exchange_ms, "recv_ns": recv_ns, "bids": bids, "asks": asks}
+    else:
+        rec = {"type": "book", "symbol": symbol, "seq": seq, "event_id": event_id,
+               "exchange_ms": exchange_ms, "exchange_ns": exchange_ns, "recv_ns": recv_ns,
+               "bids": bids, "asks": asks}
+    return orjson.dumps(rec, option=_NL)
 
 
 def trade(symbol: str, seq: int, event_id: int, tid: int, price: str, amount: str,
-          maker_side: str | None, block: bool, exchange_ms: int | None, recv_ns: int) -> bytes:
+          maker_side: str | None, block: bool, exchange_ms: int | None, recv_ns: int,
+          exchange_ns: int | None = None) -> bytes:
     rec: dict[str, Any] = {
         "type": "trade", "symbol": symbol, "seq": seq, "event_id": event_id, "tid": tid,
         "price": price, "amount": amount, "maker_side": maker_side,
@@ -48,6 +54,8 @@ def trade(symbol: str, seq: int, event_id: int, tid: int, price: str, amount: st
     if block:
         rec["block"] = True
     rec["exchange_ms"] = exchange_ms
+    if exchange_ns is not None:
+        rec["exchange_ns"] = exchange_ns
     rec["recv_ns"] = recv_ns
     return orjson.dumps(rec, option=_NL)
 

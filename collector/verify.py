@@ -79,7 +79,7 @@ _SIZE = rb'"(?=[0-9.]*[1-9])[0-9]++(?:\.[0-9]++)?+"'
 _PAIRS = rb'(?:\[' + _PRICE + rb',' + _SIZE + rb'\](?:,\[' + _PRICE + rb',' + _SIZE + rb'\])*+)?+'
 _CANONICAL_BOOK = re.compile(
     rb'\{"type":"book","symbol":"[^"\\]*+","seq":[0-9]++,"event_id":-?[0-9]++,'
-    rb'"exchange_ms":(?:-?[0-9]++|null),"recv_ns":[0-9]++,'
+    rb'"exchange_ms":(?:-?[0-9]++|null),(?:"exchange_ns":[0-9]++,)?+"recv_ns":[0-9]++,'
     rb'"bids":\[' + _PAIRS + rb'\],"asks":\[' + _PAIRS + rb'\]\}\n').fullmatch
 _first = itemgetter(0)
 

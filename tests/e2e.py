@@ -109,7 +109,7 @@ def spans(recs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def check_against_truth(sim: SimExchange, recs: list[dict[str, Any]], symbol: str,
-                        depth: int = 10, every: bool = True) -> int:
+                        depth: int = 10, every: bool = True, api: str = "v1") -> int:
     """Every book record equals the true book at its event id; with emit "every",
     every book update the exchange published inside a span is in the file.
     Returns the number of book records checked."""
@@ -119,8 +119,12 @@ def check_against_truth(sim: SimExchange, recs: list[dict[str, Any]], symbol: st
     checked = 0
     for after, span in spans(recs):
         books = [r for r in span if r["type"] == "book"]
-        if after != "dropped":  # lines the writer lost end a span, not the stream
-            assert books and books[0]["seq"] == 0, "a span starts with its snapshot"
+        assert books, "a span holds at least its snapshot"
+        if api == "current":  # seq and event_id are the frame's last update id u
+            assert all(r["seq"] == r["event_id"] and r["exchange_ms"] == r["exchange_ns"] // 10**6
+                       for r in books)
+        elif after != "dropped":  # lines the writer lost end a span, not the stream
+            assert books[0]["seq"] == 0, "a span starts with its snapshot"
         seqs = [r["seq"] for r in span]
         assert seqs == sorted(seqs)
         for r in books:

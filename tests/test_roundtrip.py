@@ -19,11 +19,14 @@ CHAOS = "gap=0.004,garbage=0.004,close=0.003,crossed=0.004,stall=0.002,unknown=0
 EXPECTED = {"gap", "invalid", "closed", "crossed", "stale"}
 
 
-async def test_chaos_round_trip(tmp_path):
+@pytest.mark.parametrize("api", ["v1", "current"])
+async def test_chaos_round_trip(tmp_path, api):
     async with SimExchange(SYMBOLS, seed=11, rate=400.0, heartbeat_s=0.05, depth=400,
-                           faults=CHAOS) as sim:
-        cfg = make_config(sim.ws_url, tmp_path, SYMBOLS,
-                          feed={"stale_after_s": 0.3, "snapshot_timeout_s": 0.5})
+                           faults=CHAOS, ping_interval=0.2) as sim:
+        url = sim.ws_url if api == "v1" else sim.current_url
+        cfg = make_config(url, tmp_path, SYMBOLS,
+                          feed={"stale_after_s": 0.3, "snapshot_timeout_s": 0.5, "api": api,
+                                "ping_interval_s": 0.1, "ping_timeout_s": 0.2})
         async with running(cfg) as app:
             def seen() -> set[str]:
                 return {r for f in app.feeds.values() for r, n in f.stats.marked.items() if n}
@@ -31,7 +34,7 @@ async def test_chaos_round_trip(tmp_path):
         written: Counter[str] = Counter()
         for sym in SYMBOLS:
             recs = read_records(tmp_path, sym)
-            check_against_truth(sim, recs, sym)
+            check_against_truth(sim, recs, sym, api=api)
             written.update(reasons(recs))
             stats = app.feeds[sym].stats
             assert Counter(reasons(recs)[1:]) == stats.marked  # every record the feed wrote
