@@ -49,6 +49,8 @@ async def crawl(url: str, symbol: str, path: str, s: Samples) -> None:
             t_recv = time.time_ns()
             msg = json.loads(raw)
             s.frames += 1
+            if not s.frames % 64:  # let the loop run (signals, other symbols) under backlog
+                await asyncio.sleep(0)
             if msg.get("type") != "update":
                 continue
             for ev in msg["events"]:

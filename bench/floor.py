@@ -54,6 +54,8 @@ async def websockets_symbol(url: str, tally: Tally) -> None:
             if msg.get("timestampms") is not None:  # an update after the snapshot
                 done.append(now())
                 eids.append(msg["eventId"])
+            if not tally.frames % 256:  # let the loop run (signals, other symbols) under backlog
+                await asyncio.sleep(0)
     except ConnectionClosed:
         pass
 

@@ -41,6 +41,8 @@ def main() -> int:
         return n
 
     writer._os_write = timed_write
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     try:
         return cli.main(rest)
     finally:

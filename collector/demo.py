@@ -345,7 +345,8 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
         print(f"collector demo: {exc}", file=sys.stderr)
         return 2
     await sim.start("127.0.0.1", 0)
-    cfg = demo_config(base, symbols, sim.ws_url, opts.chaos)
+    url = sim.current_url if base is not None and base.feed.api == "current" else sim.ws_url
+    cfg = demo_config(base, symbols, url, opts.chaos)
     app = App(cfg)
 
     loop = asyncio.get_running_loop()
@@ -357,7 +358,7 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
         out.write(text)
         out.flush()
 
-    write("\n".join(render_header(sim.ws_url, cfg, opts.rate, opts.seed, opts.chaos)) + "\n\n")
+    write("\n".join(render_header(url, cfg, opts.rate, opts.seed, opts.chaos)) + "\n\n")
     started = time.monotonic()
     app_task = asyncio.create_task(app.run(handle_signals=False), name="collector")
     stopped = asyncio.create_task(stop.wait())
