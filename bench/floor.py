@@ -26,7 +26,7 @@ QUERY = "heartbeat=true&bids=true&offers=true&trades=true&top_of_book=false"
 
 
 class Tally:
-    __slots__ = ("eids", "done_ns", "frames")
+    __slots__ = ("done_ns", "eids", "frames")
 
     def __init__(self) -> None:
         self.eids = array.array("q")

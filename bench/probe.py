@@ -40,7 +40,36 @@ def main() -> int:
             paths[fd] = os.readlink(f"/proc/self/fd/{fd}")
         return n
 
-    writer._os_write = timed_write
+    writer._os_write = timed_write  # type: ignore[assignment]
+    gc_log = os.environ.get("BENCH_GC_LOG")  # experiment: how long each collection takes
+    if gc_log:
+        import gc
+        pauses: list[tuple[int, int]] = []
+        started = [0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter_ns()
+            else:
+                pauses.append((info["generation"], time.perf_counter_ns() - started[0]))
+        gc.callbacks.append(on_gc)
+
+        import atexit
+
+        def dump() -> None:
+            with open(gc_log, "w") as f:
+                f.writelines(f"{g} {ns}\n" for g, ns in pauses)
+        atexit.register(dump)
+    if os.environ.get("BENCH_GC_FREEZE"):  # experiment: freeze the heap once a book is live
+        import gc
+
+        from collector.feed import Feed
+        went_live = Feed._went_live
+
+        def frozen_live(self: Feed) -> None:
+            went_live(self)
+            gc.freeze()
+        Feed._went_live = frozen_live  # type: ignore[method-assign]
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     try:

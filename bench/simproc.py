@@ -97,7 +97,7 @@ def install_send_hooks(eids: array.array | None, times: array.array | None,
                 eids.append(int(message[_EID:j]))  # type: ignore[union-attr]
         return await original(self, message, text=text)
 
-    ServerConnection.send = send  # type: ignore[method-assign]
+    ServerConnection.send = send  # type: ignore[method-assign,assignment]
 
 
 async def pace(sim: SimExchange, symbols: list[str], total_rate: float) -> None:
@@ -161,7 +161,7 @@ def main() -> None:
             k = loop_length(len(symbols))
             for sym in symbols:
                 hub = sim._hub(sym)  # the benchmark's one reach into the simulator
-                hub.market = LoopMarket(hub.market, k)  # type: ignore[assignment]
+                hub.market = LoopMarket(hub.market, k)  # type: ignore[arg-type,assignment]
         await sim.start("127.0.0.1", args.port)
         print(f"port {sim.port}", flush=True)
         tasks = []

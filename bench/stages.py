@@ -1,0 +1,203 @@
+"""Per-call costs of the collector's hot path, stage by stage, without sockets.
+
+    python -m bench.stages [--frames 20000] [--depth 2000] [--json FILE]
+
+Frames are the simulator's own (`collector.sim` market at `--depth` levels per side,
+encoded as the simulator sends them: one snapshot, then update frames). Each stage runs
+over all of them, best of 5, and is reported in microseconds per frame (update):
+
+* `orjson.loads`: what the floor client does per frame;
+* `v1.parse`: frame -> `Update` of frozen dataclasses (validation included);
+* `book.apply`: `Book.apply` of every change of the frame (parsing not included);
+* `render`: `records.book(...)` with `Side.top(10)` of both sides;
+* `stream.feed`: the whole pure core (`Stream.feed`, emit = every);
+* `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), as the
+  feed does around every `recv`;
+* `queue put+get`: one `Writer.put`-style `put_nowait` plus the writer's `get_nowait`.
+
+Then the same core with the changes proposed for collector/ (`bench.fastpath`), checked
+byte for byte against `Stream.feed` on the same frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from bench.common import new_loop
+
+
+def make_frames(n: int, depth: int, symbol: str = "BTCUSD", seed: int = 1) -> list[bytes]:
+    from collector.sim import frames as f
+    from collector.sim.market import Market
+    from collector.sim.symbols import spec_for
+
+    m = Market(spec_for(symbol), seed, depth)
+    sub = f.Subscription(heartbeat=True)
+    out = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
+    seq = 1
+    clock = 1_764_559_146_000
+    while len(out) <= n:
+        u = m.step(clock)
+        clock += 1
+        ev = f.filtered_events(u, sub)
+        if ev is None:
+            continue
+        out.append(f.update_frame(u, ev, seq))
+        seq += 1
+    return out
+
+
+def best(fn: Callable[[], None], repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def measure(frames: list[bytes]) -> dict[str, Any]:
+    from collector import records
+    from collector.book import Book
+    from collector.gemini.v1 import Change, parse
+    from collector.stream import Stream
+
+    updates = frames[1:]
+    n = len(updates)
+    parsed: list[Any] = [parse(r) for r in frames]
+    snap, ups = parsed[0], parsed[1:]
+    changes = sum(sum(1 for e in u.events if type(e) is Change) for u in ups)
+    out: dict[str, Any] = {"frames": n, "changes_per_frame": round(changes / n, 3),
+                           "mean_frame_bytes": round(sum(map(len, updates)) / n, 1)}
+    us: dict[str, float] = {}
+
+    def loads() -> None:
+        for r in updates:
+            orjson.loads(r)
+    us["orjson.loads"] = best(loads) / n * 1e6
+
+    def do_parse() -> None:
+        for r in updates:
+            parse(r)
+    us["v1.parse"] = best(do_parse) / n * 1e6
+
+    def fresh_book() -> Book:
+        b = Book()
+        for e in snap.events:
+            b.apply(e.side, e.price, e.remaining, 10)  # type: ignore[union-attr]
+        return b
+
+    def apply() -> None:
+        b = book_holder[0]
+        for u in ups:
+            for e in u.events:
+                if type(e) is Change:
+                    b.apply(e.side, e.price, e.remaining, 10)
+    book_holder = [fresh_book()]
+
+    def timed_apply() -> float:
+        book_holder[0] = fresh_book()
+        t = time.perf_counter()
+        apply()
+        return time.perf_counter() - t
+    us["book.apply (all changes of a frame)"] = min(timed_apply() for _ in range(5)) / n * 1e6
+
+    b = book_holder[0]
+
+    def render() -> None:
+        for u in ups:
+            records.book("BTCUSD", u.seq, u.event_id, u.timestamp_ms, 1_764_559_146_000_000_000,
+                         b.bids.top(10), b.asks.top(10))
+    us["render (top 10 + records.book)"] = best(render) / n * 1e6
+
+    def run_stream(cls: Any) -> tuple[float, list[bytes]]:
+        s = cls("BTCUSD", 10, True)
+        feed = s.feed
+        outs = [feed(frames[0], 1_764_559_146_000_000_000)]  # the snapshot, not timed
+        t = time.perf_counter()
+        for i, r in enumerate(updates, 1):
+            outs.append(feed(r, 1_764_559_146_000_000_000 + i))
+        return time.perf_counter() - t, outs
+
+    ref_times, ref_out = zip(*(run_stream(Stream) for _ in range(3)))
+    us["stream.feed (parse + book + render)"] = min(ref_times) / n * 1e6
+
+    async def timeouts() -> float:
+        fut_done = asyncio.get_running_loop().create_future()
+        fut_done.set_result(None)
+        t = time.perf_counter()
+        for _ in range(n):
+            async with asyncio.timeout(15):
+                await fut_done
+        return time.perf_counter() - t
+
+    async def bare() -> float:
+        fut_done = asyncio.get_running_loop().create_future()
+        fut_done.set_result(None)
+        t = time.perf_counter()
+        for _ in range(n):
+            await fut_done
+        return time.perf_counter() - t
+
+    async def queue() -> float:
+        q: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(10000)
+        t = time.perf_counter()
+        for i in range(n):
+            q.put_nowait(("BTCUSD", b"x"))
+            q.get_nowait()
+        return time.perf_counter() - t
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        us["asyncio.timeout enter+exit (uvloop)"] = max(0.0, min(
+            runner.run(timeouts()) - runner.run(bare()) for _ in range(5))) / n * 1e6
+        us["queue put+get"] = min(runner.run(queue()) for _ in range(5)) / n * 1e6
+
+    out["us_per_frame"] = {k: round(v, 3) for k, v in us.items()}
+
+    from bench.fastpath import FastStream
+    from bench.fastpath import parse as fast_parse
+
+    def do_fast_parse() -> None:
+        for r in updates:
+            fast_parse(r)
+    out["proposed_parse_us"] = round(best(do_fast_parse) / n * 1e6, 3)
+    fast_times, fast_out = zip(*(run_stream(FastStream) for _ in range(3)))
+    identical = list(fast_out[0]) == list(ref_out[0])
+    out["proposed"] = {
+        "stream.feed": round(min(fast_times) / n * 1e6, 3),
+        "byte_identical": identical,
+        "speedup": round(min(ref_times) / min(fast_times), 2),
+    }
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.stages")
+    p.add_argument("--frames", type=int, default=20000)
+    p.add_argument("--depth", type=int, default=2000)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    res = measure(make_frames(args.frames, args.depth))
+    res["depth"] = args.depth
+    print(f"{res['frames']} update frames, {res['depth']} levels per side, "
+          f"{res['changes_per_frame']} changes and {res['mean_frame_bytes']:.0f} bytes per frame")
+    for k, v in res["us_per_frame"].items():
+        print(f"  {v:8.3f} us  {k}")
+    pr = res["proposed"]
+    print(f"  {res['proposed_parse_us']:8.3f} us  proposed parse (bench/fastpath.py)")
+    print(f"  {pr['stream.feed']:8.3f} us  stream.feed with the proposed book and render (bench/fastpath.py): "
+          f"x{pr['speedup']}, byte-identical: {pr['byte_identical']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
