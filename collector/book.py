@@ -43,7 +43,10 @@ class Side:
         if old is not None:
             if old == (price, size):
                 return False
-            return self._rank(bisect_left(keys, key), len(keys)) < depth
+            # in the top `depth` iff at least as good as the depth-th best key (no bisect)
+            if len(keys) <= depth:
+                return True
+            return key >= keys[-depth] if self._bids else key <= keys[depth - 1]
         i = bisect_left(keys, key)
         keys.insert(i, key)
         return self._rank(i, len(keys)) < depth

@@ -12,6 +12,7 @@ after a crash) is written when the feed (re)starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from collections import Counter
@@ -283,6 +284,11 @@ class Feed:
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
     def _went_live(self) -> None:
+        # A snapshot brings thousands of long-lived objects (levels, Decimal keys): move
+        # them out of the collector's view, so full collections stop walking every book
+        # (23 ms on average at 100 symbols x 2000 levels, bench/README.md). Refcounting
+        # still frees them; books hold no reference cycles.
+        gc.freeze()
         self.stats.live = True
         self._failures = 0
         self.log.info("live", levels=self._levels())

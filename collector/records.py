@@ -31,7 +31,8 @@ RESYNC_REASONS = (
 
 
 def book(symbol: str, seq: int, event_id: int, exchange_ms: int | None, recv_ns: int,
-         bids: list[Level], asks: list[Level], exchange_ns: int | None = None) -> bytes:
+         bids: list[Level] | orjson.Fragment, asks: list[Level] | orjson.Fragment,
+         exchange_ns: int | None = None) -> bytes:
     """`exchange_ns` (current API: the exact event time) follows `exchange_ms` when
     given; v1 has none, and its lines are unchanged."""
     if exchange_ns is None:

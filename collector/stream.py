@@ -11,9 +11,11 @@ book, and reconnects. A Stream is never reused after it broke.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable
+
+import orjson
 
 from collector import records
 from collector.book import Book
@@ -42,7 +44,8 @@ class Counts:
 
 
 class Stream:
-    __slots__ = ("symbol", "depth", "emit_every", "on_unknown", "counts", "expected", "book")
+    __slots__ = ("symbol", "depth", "emit_every", "on_unknown", "counts", "expected", "book",
+                 "_bids_json", "_asks_json")
 
     def __init__(self, symbol: str, depth: int, emit_every: bool,
                  on_unknown: Callable[[str], None] = lambda kind: None,
@@ -54,6 +57,10 @@ class Stream:
         self.counts = counts if counts is not None else Counts()
         self.expected = 0
         self.book: Book | None = None
+        # Each side's top `depth` as JSON, kept until that side's top changes: most
+        # updates touch one side, and rendering is a large share of the per-frame cost.
+        self._bids_json: orjson.Fragment | None = None
+        self._asks_json: orjson.Fragment | None = None
 
     @property
     def live(self) -> bool:
@@ -82,6 +89,7 @@ class Stream:
 
     def _snapshot(self, frame: Update, recv_ns: int) -> bytes:
         book = Book()
+        self._bids_json = self._asks_json = None
         out = self._events(frame, book, recv_ns)[0]
         self._check_crossed(book)
         self.book = book
@@ -110,8 +118,11 @@ class Stream:
             kind = type(ev)
             if kind is Change:
                 had_change = True
-                if book.apply(ev.side, ev.price, ev.remaining, depth):  # type: ignore[union-attr]
-                    top_changed = True
+                if ev.side == "bid":  # type: ignore[union-attr]
+                    if book.bids.set(ev.price, ev.remaining, depth):  # type: ignore[union-attr]
+                        top_changed, self._bids_json = True, None
+                elif book.asks.set(ev.price, ev.remaining, depth):  # type: ignore[union-attr]
+                    top_changed, self._asks_json = True, None
             elif kind is Trade:
                 self.counts.trades += 1
                 out.append(records.trade(
@@ -137,5 +148,9 @@ class Stream:
     def _render(self, frame: Update, recv_ns: int) -> bytes:
         book = self.book
         assert book is not None
+        if self._bids_json is None:
+            self._bids_json = orjson.Fragment(orjson.dumps(book.bids.top(self.depth)))
+        if self._asks_json is None:
+            self._asks_json = orjson.Fragment(orjson.dumps(book.asks.top(self.depth)))
         return records.book(self.symbol, frame.seq, frame.event_id, frame.timestamp_ms, recv_ns,
-                            book.bids.top(self.depth), book.asks.top(self.depth))
+                            self._bids_json, self._asks_json)
