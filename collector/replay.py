@@ -21,6 +21,10 @@ from collector import rawlog, readback
 from collector.stream import Stream, StreamBroken
 
 
+class ReplayError(Exception):
+    pass
+
+
 def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = None) -> Iterator[bytes]:
     """Records (as JSON lines) rebuilt from one symbol's raw folder."""
     symbol = folder.parent.name
@@ -35,6 +39,9 @@ def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = Non
                 rec = orjson.loads(line)
                 kind = rec.get("type")
                 if kind == "header":
+                    if rec.get("config", {}).get("feed", {}).get("api", "v1") != "v1":
+                        raise ReplayError(f"{path}: raw frames of feed.api = "
+                                          f"{rec['config']['feed']['api']!r}: replay reads v1 only")
                     book = rec.get("config", {}).get("book", {})
                     depth_now = depth or book.get("depth", 10)
                     every = (emit or book.get("emit", "change")) == "every"
@@ -77,4 +84,7 @@ def main_replay(argv: list[str], stdout: IO[bytes] | None = None) -> int:
         out.flush()
     except BrokenPipeError:
         return 0
+    except ReplayError as exc:
+        print(f"collector replay: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -134,3 +134,43 @@ async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
     await run_writer(w, [("BTCUSD", rec("BTCUSD", 1)), ("ETHUSD", rec("ETHUSD", 1))])
     assert len(synced) >= 2
     assert w.files == {}
+
+
+async def test_fsync_interval_syncs_dirty_files_off_the_loop(tmp_path, monkeypatch):
+    import threading
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(writer_mod.os, "fsync",
+                        lambda fd: (calls.append(threading.current_thread().name), real(fd)))
+    w = Writer(out_config(tmp_path, fsync="interval", fsync_interval_s=0.05))
+    task = asyncio.create_task(w.run())
+    for i in range(3):
+        await w.put("BTCUSD", rec("BTCUSD", i))
+        before = len(calls)
+        while len(calls) == before:  # each dirty stretch gets synced within the interval
+            await asyncio.sleep(0.01)
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+    assert len(calls) >= 3
+    assert all(name.startswith("collector-writer") for name in calls)  # never the loop thread
+
+
+async def test_retention_deletes_old_closed_segments_at_start(tmp_path):
+    import time
+
+    folder = tmp_path / "BTCUSD"
+    folder.mkdir()
+    old = folder / "BTCUSD.20200101T000000Z.jsonl.zst"
+    keep = folder / "BTCUSD.20200102T000000Z.jsonl.zst"
+    for path, age_days in ((old, 40), (keep, 2)):
+        path.write_bytes(b"x")
+        t = time.time() - age_days * 86400
+        os.utime(path, (t, t))
+    w = Writer(out_config(tmp_path, retain="30d"))
+    task = asyncio.create_task(w.run())
+    while old.exists():
+        await asyncio.sleep(0.01)
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+    assert keep.exists()
