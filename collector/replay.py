@@ -40,7 +40,7 @@ def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = Non
                 kind = rec.get("type")
                 if kind == "header":
                     if rec.get("config", {}).get("feed", {}).get("api", "v1") != "v1":
-                        raise ReplayError(f"{path}: raw frames of feed.api = "
+                        raise ReplayError(f"{opened[0]}: raw frames of feed.api = "
                                           f"{rec['config']['feed']['api']!r}: replay reads v1 only")
                     book = rec.get("config", {}).get("book", {})
                     depth_now = depth or book.get("depth", 10)

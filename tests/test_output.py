@@ -184,3 +184,14 @@ async def test_compressing_a_large_segment_does_not_stall_the_loop(tmp_path):
     await task
     assert not big.exists()
     assert worst < 0.020, f"loop lag {worst * 1000:.1f} ms while compressing"
+
+
+def test_replay_refuses_raw_frames_of_the_current_api(tmp_path, capsys):
+    from collector import __version__, records
+
+    raw = tmp_path / "BTCUSD" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "current.jsonl").write_bytes(records.header(
+        "BTCUSD", "raw", 0, __version__, {"feed": {"api": "current"}, "book": {}}))
+    assert main_replay([str(tmp_path)], stdout=io.BytesIO()) == 1
+    assert "replay reads v1 only" in capsys.readouterr().err
