@@ -158,27 +158,14 @@ class Feed:
                     if expired:
                         raise expired[0] from None
                     raise StreamBroken("closed", detail=_close_detail(exc)) from None
-                recv_ns = time.time_ns()
-                self.stats.last_frame = self.clock()
-                try:
-                    data = stream.feed(raw, recv_ns)
-                except StreamBroken as broken:
-                    if self.raw_key:
-                        await self.writer.put(self.raw_key, rawlog.frame(
-                            raw, recv_ns, parsed=broken.reason != "invalid"))
-                    raise
-                if self.raw_key:
-                    await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
+                data = await self._consume(stream, raw)
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
                 if data:
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
-            if live_since is not None and self.clock() - live_since >= cfg.healthy_after_s:
-                self.backoff.reset()
-            await self._break(broken.reason, **broken.fields)
-            return self.backoff.next_delay()
+            return await self._broken(broken, live_since)
         finally:
             watch.cancel()
             self._ws = None
@@ -241,14 +228,9 @@ class Feed:
                         raise StreamBroken("stale", detail=f"no pong within {cfg.ping_timeout_s} s "
                                                            "(dead connection)") from None
                     raise StreamBroken("closed", detail=_close_detail(exc)) from None
-                recv_ns = time.time_ns()
-                self.stats.last_frame = self.clock()
                 try:
-                    data = stream.feed(raw, recv_ns)
+                    data = await self._consume(stream, raw)
                 except StreamBroken as broken:
-                    if self.raw_key:
-                        await self.writer.put(self.raw_key, rawlog.frame(
-                            raw, recv_ns, parsed=broken.reason != "invalid"))
                     if broken.reason not in RESUBSCRIBE_REASONS or self._failures >= MAX_RESUBSCRIBES:
                         raise
                     await self._break(broken.reason, **broken.fields)
@@ -259,8 +241,6 @@ class Feed:
                         await ws.send(req, text=True)
                     deadline = self.clock() + cfg.snapshot_timeout_s
                     continue
-                if self.raw_key:
-                    await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
                 for req in stream.take_requests():  # SUBSCRIBE once an UNSUBSCRIBE is acked
                     await ws.send(req, text=True)
                 if live_since is None and stream.live:
@@ -269,10 +249,7 @@ class Feed:
                 if data:
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
-            if live_since is not None and self.clock() - live_since >= cfg.healthy_after_s:
-                self.backoff.reset()
-            await self._break(broken.reason, **broken.fields)
-            return self.backoff.next_delay()
+            return await self._broken(broken, live_since)
         except ConnectionClosed as exc:  # while sending a request
             if self._stopping.is_set():
                 return 0.0
@@ -282,6 +259,28 @@ class Feed:
             self._ws = None
             self.stats.live = False
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
+
+    async def _consume(self, stream: Stream | CurrentStream, raw: bytes) -> bytes:
+        """One frame into the stream (and the raw log, when on); StreamBroken propagates."""
+        recv_ns = time.time_ns()
+        self.stats.last_frame = self.clock()
+        try:
+            data = stream.feed(raw, recv_ns)
+        except StreamBroken as broken:
+            if self.raw_key:
+                await self.writer.put(self.raw_key, rawlog.frame(
+                    raw, recv_ns, parsed=broken.reason != "invalid"))
+            raise
+        if self.raw_key:
+            await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
+        return data
+
+    async def _broken(self, broken: StreamBroken, live_since: float | None) -> float:
+        """Mark a break; the delay before the next attempt."""
+        if live_since is not None and self.clock() - live_since >= self.cfg.healthy_after_s:
+            self.backoff.reset()
+        await self._break(broken.reason, **broken.fields)
+        return self.backoff.next_delay()
 
     def _went_live(self) -> None:
         # A snapshot brings thousands of long-lived objects (levels, Decimal keys): move
