@@ -177,3 +177,16 @@ async def test_kill_9_then_restart_leaves_files_that_verify(tmp_path):
             recs = read_records(out, sym)
             assert reasons(recs) == ["start", "start"]
             check_against_truth(sim, recs, sym)
+
+
+def test_current_api_connection_budget_fits_gemini_limit(tmp_path):
+    """Gemini's current API allows 300 connection attempts per 5 minutes."""
+    from collector import config
+    from collector.app import App
+
+    cfg = config.from_dict({"feed": {"symbols": ["BTCUSD"], "api": "current",
+                                     "max_connects_per_minute": 600},
+                            "output": {"dir": str(tmp_path)}})
+    bucket = App(cfg).bucket
+    # the most attempts any 5 minutes can hold: the whole burst, then 5 minutes of refill
+    assert bucket.capacity + 5 * 60 * bucket.rate <= 300
