@@ -14,7 +14,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -41,7 +41,56 @@ class ConnState(enum.Enum):
     CLOSED = "closed"  # aborted, dropped as slow, or closed by the client
 
 
-class Connection:
+class ClosingSocket:
+    """How a simulated connection ends, shared by the v1 and current-API connections:
+    a clean close once the queued frames are sent, a slow consumer dropped, an abort."""
+
+    ws: ServerConnection
+    state: ConnState
+    queue: deque[Any]
+    close_timeout: float
+    _wake: asyncio.Event
+    _finish: tuple[int, str] | None
+    _watchdog: asyncio.TimerHandle | None
+
+    async def _close_slow(self) -> None:
+        try:
+            # A close frame (1008) if the client still reads, else an abort.
+            await asyncio.wait_for(self.ws.close(1008, "slow consumer"), self.close_timeout)
+        except (TimeoutError, ConnectionClosed, OSError):
+            pass
+        finally:
+            self._abort()
+
+    def finish(self, code: int, reason: str, grace: float = 5.0) -> None:
+        """Close cleanly: no new frames; the queued ones are sent, then a close frame
+        ``code``/``reason``. A stalled connection just gets the close frame. If that has
+        not happened within ``grace`` seconds (a client that stopped reading), abort."""
+        if self.state in (ConnState.CLOSED, ConnState.CLOSING):
+            return
+        if self.state is ConnState.STALLED:
+            self.queue.clear()
+        self.state = ConnState.CLOSING
+        self._finish = (code, reason)
+        self._wake.set()
+        self._watchdog = asyncio.get_running_loop().call_later(grace, self._abort)
+
+    def _abort(self) -> None:
+        if self.ws.transport is not None:
+            self.ws.transport.abort()
+
+    async def _close_clean(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), self.close_timeout)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self._abort()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+
+
+
+class Connection(ClosingSocket):
     def __init__(self, conn_id: int, hub: SymbolHub, ws: ServerConnection, sub: Subscription,
                  max_queue: int, close_timeout: float = 1.0) -> None:
         self.id = conn_id
@@ -189,42 +238,6 @@ class Connection:
         self.hub.stats.slow_closes += 1
         log.info("dropping slow consumer", extra={"symbol": self.hub.symbol, "conn": self.id})
         self._closer = asyncio.get_running_loop().create_task(self._close_slow())
-
-    async def _close_slow(self) -> None:
-        try:
-            # A close frame (1008) if the client still reads, else an abort.
-            await asyncio.wait_for(self.ws.close(1008, "slow consumer"), self.close_timeout)
-        except (TimeoutError, ConnectionClosed, OSError):
-            pass
-        finally:
-            if self.ws.transport is not None:
-                self.ws.transport.abort()
-
-    def finish(self, code: int, reason: str, grace: float = 5.0) -> None:
-        """Close cleanly: no new frames; the queued ones are sent, then a close frame
-        ``code``/``reason``. A stalled connection just gets the close frame. If that has
-        not happened within ``grace`` seconds (a client that stopped reading), abort."""
-        if self.state in (ConnState.CLOSED, ConnState.CLOSING):
-            return
-        if self.state is ConnState.STALLED:
-            self.queue.clear()
-        self.state = ConnState.CLOSING
-        self._finish = (code, reason)
-        self._wake.set()
-        self._watchdog = asyncio.get_running_loop().call_later(grace, self._abort)
-
-    def _abort(self) -> None:
-        if self.ws.transport is not None:
-            self.ws.transport.abort()
-
-    async def _close_clean(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code, reason), self.close_timeout)
-        except (TimeoutError, ConnectionClosed, OSError):
-            self._abort()
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
 
     # ---- tasks -----------------------------------------------------------------------
 

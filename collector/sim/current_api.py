@@ -51,7 +51,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .connection import ConnState
+from .connection import ClosingSocket, ConnState
 from .current_frames import (
     GARBAGE,
     Padding,
@@ -99,7 +99,7 @@ def _discard(*_: Any) -> None:
     return None
 
 
-class CurrentConnection:
+class CurrentConnection(ClosingSocket):
     def __init__(self, conn_id: int, hubs: Mapping[str, SymbolHub], ws: ServerConnection,
                  snapshot: int, max_queue: int, close_timeout: float, ids: Iterator[int],
                  on_unknown_symbol: Callable[[], None] = lambda: None) -> None:
@@ -276,38 +276,6 @@ class CurrentConnection:
             sub.hub.stats.slow_closes += 1
         log.info("dropping slow consumer", extra={"conn": self.id})
         self._closer = asyncio.get_running_loop().create_task(self._close_slow())
-
-    async def _close_slow(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(1008, "slow consumer"), self.close_timeout)
-        except (TimeoutError, ConnectionClosed, OSError):
-            pass
-        finally:
-            self._abort()
-
-    def finish(self, code: int, reason: str, grace: float = 5.0) -> None:
-        """Close cleanly once the queued frames are sent (replay loop), as v1 does."""
-        if self.state in (ConnState.CLOSED, ConnState.CLOSING):
-            return
-        if self.state is ConnState.STALLED:
-            self.queue.clear()
-        self.state = ConnState.CLOSING
-        self._finish = (code, reason)
-        self._wake.set()
-        self._watchdog = asyncio.get_running_loop().call_later(grace, self._abort)
-
-    def _abort(self) -> None:
-        if self.ws.transport is not None:
-            self.ws.transport.abort()
-
-    async def _close_clean(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code, reason), self.close_timeout)
-        except (TimeoutError, ConnectionClosed, OSError):
-            self._abort()
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
 
 
 class SymbolSubscription:
