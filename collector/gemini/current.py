@@ -25,12 +25,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from collector.gemini.v1 import InvalidFrame
+from collector.gemini.v1 import InvalidFrame, is_int, json_object
 
 __all__ = [
     "DEFAULT_URL", "Ack", "DepthUpdate", "Error", "Frame", "InvalidFrame", "Level", "Trade",
@@ -149,12 +149,7 @@ def canonical(text: str) -> str:
 
 
 def parse(raw: bytes | str) -> Frame:
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidFrame("not JSON", raw) from None
-    if not isinstance(msg, dict):
-        raise InvalidFrame("not a JSON object", raw)
+    msg = json_object(raw)
     kind = msg.get("e")
     try:
         if kind == "depthUpdate":
@@ -168,7 +163,7 @@ def parse(raw: bytes | str) -> Frame:
             return UnknownFrame(kind)
         raise InvalidFrame(f"event type {kind!r}", raw)
     req_id = msg.get("id")
-    if req_id is not None and not _is_int(req_id):
+    if req_id is not None and not is_int(req_id):
         raise InvalidFrame(f"request id {req_id!r} is not an integer", raw)
     if "error" in msg:
         return Error(req_id, msg["error"])
@@ -227,10 +222,6 @@ def _symbol(msg: dict[str, Any]) -> str:
 
 def _uint(msg: dict[str, Any], key: str) -> int:
     v = msg.get(key)
-    if not _is_int(v) or v < 0:
+    if not is_int(v) or v < 0:
         raise _Bad(f"{key} {v!r} is not a non-negative integer")
     return v
-
-
-def _is_int(v: Any) -> TypeGuard[int]:
-    return isinstance(v, int) and not isinstance(v, bool)

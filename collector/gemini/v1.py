@@ -98,15 +98,21 @@ _MAKER_SIDES = ("bid", "ask", "auction")
 _AUCTIONS = ("auction_open", "auction_indicative", "auction_result")
 
 
-def parse(raw: bytes | str) -> Frame:
+def json_object(raw: bytes | str) -> dict[str, Any]:
+    """A frame's JSON object, or InvalidFrame (shared by both APIs' parsers)."""
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidFrame("not JSON", raw) from None
     if not isinstance(msg, dict):
         raise InvalidFrame("not a JSON object", raw)
+    return msg
+
+
+def parse(raw: bytes | str) -> Frame:
+    msg = json_object(raw)
     seq = msg.get("socket_sequence")
-    if not _is_int(seq) or seq < 0:
+    if not is_int(seq) or seq < 0:
         raise InvalidFrame("socket_sequence missing or not a non-negative integer", raw)
     kind = msg.get("type")
     if kind == "heartbeat":
@@ -116,10 +122,10 @@ def parse(raw: bytes | str) -> Frame:
             return UnknownFrame(seq, kind)
         raise InvalidFrame("type missing", raw)
     event_id = msg.get("eventId")
-    if not _is_int(event_id):
+    if not is_int(event_id):
         raise InvalidFrame("eventId missing or not an integer", raw)
     ts = msg.get("timestampms")
-    if ts is not None and not _is_int(ts):
+    if ts is not None and not is_int(ts):
         raise InvalidFrame("timestampms not an integer", raw)
     events = msg.get("events")
     if not isinstance(events, list):
@@ -171,10 +177,11 @@ def _decimal(e: dict[str, Any], key: str) -> str:
 
 def _tid(e: dict[str, Any]) -> int:
     tid = e.get("tid")
-    if not _is_int(tid):
+    if not is_int(tid):
         raise _BadEvent(f"{e.get('type')} tid {tid!r} is not an integer")
     return tid
 
 
-def _is_int(v: Any) -> TypeGuard[int]:
+def is_int(v: Any) -> TypeGuard[int]:
+    """An int that is not a bool (JSON true is not a number here)."""
     return isinstance(v, int) and not isinstance(v, bool)
