@@ -7,16 +7,13 @@ encoded as the simulator sends them: one snapshot, then update frames). Each sta
 over all of them, best of 5, and is reported in microseconds per frame (update):
 
 * `orjson.loads`: what the floor client does per frame;
-* `v1.parse`: frame -> `Update` of frozen dataclasses (validation included);
+* `v1.parse`: frame -> `Update` of slotted dataclasses (validation included);
 * `book.apply`: `Book.apply` of every change of the frame (parsing not included);
 * `render`: `records.book(...)` with `Side.top(10)` of both sides;
 * `stream.feed`: the whole pure core (`Stream.feed`, emit = every);
-* `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), as the
-  feed does around every `recv`;
+* `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), what a
+  timeout around every `recv` would cost (the feed no longer does that);
 * `queue put+get`: one `Writer.put`-style `put_nowait` plus the writer's `get_nowait`.
-
-Then the same core with the changes proposed for collector/ (`bench.fastpath`), checked
-byte for byte against `Stream.feed` on the same frames.
 """
 
 from __future__ import annotations
@@ -117,17 +114,15 @@ def measure(frames: list[bytes]) -> dict[str, Any]:
                          b.bids.top(10), b.asks.top(10))
     us["render (top 10 + records.book)"] = best(render) / n * 1e6
 
-    def run_stream(cls: Any) -> tuple[float, list[bytes]]:
-        s = cls("BTCUSD", 10, True)
-        feed = s.feed
-        outs = [feed(frames[0], 1_764_559_146_000_000_000)]  # the snapshot, not timed
+    def run_stream() -> float:
+        feed = Stream("BTCUSD", 10, True).feed
+        feed(frames[0], 1_764_559_146_000_000_000)  # the snapshot, not timed
         t = time.perf_counter()
         for i, r in enumerate(updates, 1):
-            outs.append(feed(r, 1_764_559_146_000_000_000 + i))
-        return time.perf_counter() - t, outs
+            feed(r, 1_764_559_146_000_000_000 + i)
+        return time.perf_counter() - t
 
-    ref_times, ref_out = zip(*(run_stream(Stream) for _ in range(3)))
-    us["stream.feed (parse + book + render)"] = min(ref_times) / n * 1e6
+    us["stream.feed (parse + book + render)"] = min(run_stream() for _ in range(3)) / n * 1e6
 
     async def timeouts() -> float:
         fut_done = asyncio.get_running_loop().create_future()
@@ -161,20 +156,6 @@ def measure(frames: list[bytes]) -> dict[str, Any]:
 
     out["us_per_frame"] = {k: round(v, 3) for k, v in us.items()}
 
-    from bench.fastpath import FastStream
-    from bench.fastpath import parse as fast_parse
-
-    def do_fast_parse() -> None:
-        for r in updates:
-            fast_parse(r)
-    out["proposed_parse_us"] = round(best(do_fast_parse) / n * 1e6, 3)
-    fast_times, fast_out = zip(*(run_stream(FastStream) for _ in range(3)))
-    identical = list(fast_out[0]) == list(ref_out[0])
-    out["proposed"] = {
-        "stream.feed": round(min(fast_times) / n * 1e6, 3),
-        "byte_identical": identical,
-        "speedup": round(min(ref_times) / min(fast_times), 2),
-    }
     return out
 
 
@@ -190,10 +171,6 @@ def main() -> None:
           f"{res['changes_per_frame']} changes and {res['mean_frame_bytes']:.0f} bytes per frame")
     for k, v in res["us_per_frame"].items():
         print(f"  {v:8.3f} us  {k}")
-    pr = res["proposed"]
-    print(f"  {res['proposed_parse_us']:8.3f} us  proposed parse (bench/fastpath.py)")
-    print(f"  {pr['stream.feed']:8.3f} us  stream.feed with the proposed book and render (bench/fastpath.py): "
-          f"x{pr['speedup']}, byte-identical: {pr['byte_identical']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -15,15 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.fastpath import FastStream
 from bench.loopmarket import LoopMarket
 from bench.profile import summarise
 from bench.run import percentiles, symbols_for
-from bench.stages import make_frames
 from collector.sim.market import Market
 from collector.sim.symbols import spec_for
-from collector.stream import Stream, StreamBroken
-from tests.captures import ALL_CAPTURES, CAPTURES, read_capture, symbols, v1_frames
+from collector.stream import Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,31 +82,6 @@ def test_loop_market_frames_keep_a_stream_live() -> None:
         u = loop.step(1_764_559_146_000 + seq)
         s.feed(f.update_frame(u, f.filtered_events(u, sub) or b"[]", seq), seq)
     assert s.live
-
-
-def test_fast_path_prototype_is_byte_identical_on_simulated_frames() -> None:
-    frames = make_frames(3000, 300)
-    ref, fast = Stream("BTCUSD", 10, True), FastStream("BTCUSD", 10, True)
-    for i, raw in enumerate(frames):
-        assert fast.feed(raw, i) == ref.feed(raw, i)
-
-
-@pytest.mark.skipif(not CAPTURES.is_dir(), reason=f"real captures not found at {CAPTURES}")
-@pytest.mark.parametrize("capture", ALL_CAPTURES)
-def test_fast_path_prototype_is_byte_identical_on_the_captures(capture: str) -> None:
-    messages = read_capture(capture)
-    for sym in symbols(messages)[:3]:
-        for depth, every in ((10, True), (5, False)):
-            ref, fast = Stream(sym, depth, every), FastStream(sym, depth, every)
-            for fr in v1_frames(messages, sym):
-                try:
-                    want = ref.feed(fr.raw, fr.recv_ns)
-                except StreamBroken as exc:
-                    with pytest.raises(StreamBroken) as got:
-                        fast.feed(fr.raw, fr.recv_ns)
-                    assert (got.value.reason, got.value.fields) == (exc.reason, exc.fields)
-                    break
-                assert fast.feed(fr.raw, fr.recv_ns) == want
 
 
 def test_profile_summary_ranks_self_time() -> None:
