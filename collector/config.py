@@ -17,6 +17,8 @@ _SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 COMPRESSIONS = ("zstd", "gzip", "none")
+TRANSPORTS = ("websockets", "picows")
+REPAIRS = ("resubscribe", "reconnect")
 # feed.api -> the default feed.url
 DEFAULT_URLS = {"v1": "wss://api.gemini.com/v1/marketdata", "current": "wss://ws.gemini.com"}
 
@@ -50,6 +52,8 @@ class FeedConfig:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     api: str = "v1"  # "v1" (one socket per symbol, socket_sequence) or "current" (ws.gemini.com)
+    transport: str = "websockets"  # or "picows" (optional extra, faster receive path)
+    repair: str = "resubscribe"  # current API: heal a gap on the same socket, or "reconnect"
 
     def __post_init__(self) -> None:
         if not self.url and self.api in DEFAULT_URLS:
@@ -217,6 +221,10 @@ def _check(s: dict[str, Any], fail: Any) -> None:
         raise fail("feed.symbols", "lists a symbol twice")
     if feed.api not in DEFAULT_URLS:
         raise fail("feed.api", f"must be one of {', '.join(DEFAULT_URLS)}, got {feed.api!r}")
+    if feed.transport not in TRANSPORTS:
+        raise fail("feed.transport", f"must be one of {', '.join(TRANSPORTS)}, got {feed.transport!r}")
+    if feed.repair not in REPAIRS:
+        raise fail("feed.repair", f"must be one of {', '.join(REPAIRS)}, got {feed.repair!r}")
     if not feed.url.startswith(("ws://", "wss://")):
         raise fail("feed.url", f"must start with ws:// or wss://, got {feed.url!r}")
     positive = (

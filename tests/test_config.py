@@ -52,6 +52,8 @@ def test_int_accepted_for_float_key(tmp_path):
         ('[feed]\nsymbols = ["BTCUSD"]\nstale_after_s = true\n', "feed.stale_after_s"),
         ('[feed]\nsymbols = ["BTCUSD"]\nurl = "http://x"\n', "feed.url"),
         ('[feed]\nsymbols = ["BTCUSD"]\nconnect_burst = 0\n', "feed.connect_burst"),
+        ('[feed]\nsymbols = ["BTCUSD"]\ntransport = "aiohttp"\n', "feed.transport"),
+        ('[feed]\nsymbols = ["BTCUSD"]\nrepair = "pray"\n', "feed.repair"),
         ('[feed]\nsymbols = ["BTCUSD"]\nconnect_burst = 1.5\n', "feed.connect_burst"),
         ('[feed]\nsymbols = ["BTCUSD"]\nbackoff_initial_s = 5\nbackoff_max_s = 1\n', "feed.backoff_max_s"),
         ('[feed]\nsymbols = ["BTCUSD"]\n[book]\ndepth = 0\n', "book.depth"),
