@@ -1,11 +1,13 @@
 """Exact full-depth L2 book (pure, no I/O).
 
-Prices are keyed by `Decimal`, so "6513.2" and "6513.20" are one level and no
-binary float ever orders a price. Each side keeps its keys in an ascending list
-maintained with bisect (the best bid is the last key, the best ask the first),
-which makes top-N rendering a slice and tells cheaply whether an update
-touched the top N. The exchange's own text for price and size is kept for
-output.
+Prices are ordered by `Decimal`, so "6513.2" and "6513.20" are one level and no
+binary float ever orders a price. Each side keeps its sort keys in an ascending
+list maintained with bisect (the best bid is the last key, the best ask the
+first) and, index for index, a list of the levels as [price text, size text]:
+top-N rendering is a slice, with no lookups. A dict from the price's canonical
+text to its key and level finds an existing level with no Decimal at all
+(hashing a Decimal costs more than building one). The exchange's own text for
+price and size is kept for output.
 """
 
 from __future__ import annotations
@@ -13,15 +15,30 @@ from __future__ import annotations
 from bisect import bisect_left
 from decimal import Decimal
 
+import orjson
+
 Level = tuple[str, str]  # (price text, size text) as the exchange wrote them
 
 
+def canonical(text: str) -> str:
+    """Canonical text of a plain non-negative decimal string ("06513.20" -> "6513.2")."""
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text[:1] != "0":
+        return text
+    text = text.lstrip("0")
+    if not text:
+        return "0"
+    return "0" + text if text[0] == "." else text
+
+
 class Side:
-    __slots__ = ("_keys", "_levels", "_bids")
+    __slots__ = ("_keys", "_levels", "_index", "_bids")
 
     def __init__(self, bids: bool) -> None:
         self._keys: list[Decimal] = []  # ascending
-        self._levels: dict[Decimal, Level] = {}
+        self._levels: list[list[str]] = []  # [price, size], same order as _keys
+        self._index: dict[str, tuple[Decimal, list[str]]] = {}  # canonical price -> key, level
         self._bids = bids
 
     def __len__(self) -> int:
@@ -29,26 +46,33 @@ class Side:
 
     def set(self, price: str, size: str, depth: int) -> bool:
         """Set a level (`size` "0" removes it); True if the top `depth` changed."""
-        key = Decimal(price)
+        # most prices are canonical already; a call costs more than this test
+        canon = price if price[-1] != "0" and price[0] != "0" else canonical(price)
+        found = self._index.get(canon)
         keys = self._keys
-        old = self._levels.get(key)
         if not size.strip("0."):  # zero in any spelling: "0", "0.0", "0.00000000"
-            if old is None:
+            if found is None:
                 return False
-            i = bisect_left(keys, key)
+            del self._index[canon]
+            i = bisect_left(keys, found[0])
             del keys[i]
-            del self._levels[key]
+            del self._levels[i]
             return self._rank(i, len(keys) + 1) < depth
-        self._levels[key] = (price, size)
-        if old is not None:
-            if old == (price, size):
+        if found is not None:
+            key, level = found
+            if level[1] == size and level[0] == price:
                 return False
+            level[0], level[1] = price, size
             # in the top `depth` iff at least as good as the depth-th best key (no bisect)
             if len(keys) <= depth:
                 return True
             return key >= keys[-depth] if self._bids else key <= keys[depth - 1]
+        key = Decimal(price)
+        level = [price, size]
+        self._index[canon] = (key, level)
         i = bisect_left(keys, key)
         keys.insert(i, key)
+        self._levels.insert(i, level)
         return self._rank(i, len(keys)) < depth
 
     def _rank(self, index: int, length: int) -> int:
@@ -60,14 +84,16 @@ class Side:
             return None
         return self._keys[-1] if self._bids else self._keys[0]
 
+    def _top(self, depth: int) -> list[list[str]]:
+        return self._levels[: -depth - 1 : -1] if self._bids else self._levels[:depth]
+
     def top(self, depth: int) -> list[Level]:
         """The best `depth` levels, best first."""
-        levels = self._levels
-        if self._bids:
-            keys = self._keys[: -depth - 1 : -1]
-        else:
-            keys = self._keys[:depth]
-        return [levels[k] for k in keys]
+        return [(p, q) for p, q in self._top(depth)]
+
+    def top_json(self, depth: int) -> bytes:
+        """`top(depth)` as JSON, [["price","size"],...], straight from the level lists."""
+        return orjson.dumps(self._top(depth))
 
 
 class Book:

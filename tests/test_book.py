@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from collector.book import Book, Side
+from collector.book import Book, Side, canonical
 
 
 def test_one_level_per_value_whatever_the_spelling() -> None:
@@ -218,3 +218,22 @@ def test_random_book_crossed_matches_brute_force() -> None:
         assert book.crossed() == want
         crossed_seen += want
     assert 100 < crossed_seen < 2900, crossed_seen
+
+
+@pytest.mark.parametrize("text, canon", [
+    ("6513.20", "6513.2"), ("6513.2", "6513.2"), ("06513.200", "6513.2"), ("6000", "6000"),
+    ("6000.000", "6000"), ("0.5", "0.5"), ("00.50", "0.5"), ("0", "0"), ("0.000", "0"),
+    ("000", "0"), ("0.00000001", "0.00000001"),
+])
+def test_canonical_text(text: str, canon: str) -> None:
+    assert canonical(text) == canon
+
+
+def test_every_spelling_of_a_price_is_one_level() -> None:
+    side = Side(bids=True)
+    for spelling in ("6513.2", "6513.20", "06513.200", "6513.2000"):
+        side.set(spelling, "1", 10)
+    assert len(side) == 1 and side.top(10) == [("6513.2000", "1")]
+    assert side.top_json(10) == b'[["6513.2000","1"]]'
+    side.set("06513.20", "0", 10)
+    assert len(side) == 0 and side.top_json(10) == b"[]"

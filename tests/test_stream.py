@@ -362,3 +362,87 @@ def test_non_ascii_zero_remaining_must_not_leave_a_level() -> None:
         return
     (rec,) = lines(out)
     assert rec["bids"] == [["99.5", "3"], ["98", "5"]]
+
+
+# --- the one-change fast path ---------------------------------------------------------------
+
+class GeneralOnly(Stream):
+    """A Stream with the fast path off: every frame through `parse_object` and `_events`."""
+
+    __slots__ = ()
+
+    def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
+        return None
+
+
+class CountingFast(Stream):
+    __slots__ = ("fast",)
+
+    def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
+        out = super()._one_change(msg, recv_ns)
+        self.fast = getattr(self, "fast", 0) + (out is not None)
+        return out
+
+
+@pytest.mark.parametrize("emit_every", [False, True])
+def test_fast_path_writes_what_the_general_path_writes(emit_every: bool) -> None:
+    from collector.sim import frames as f
+    from collector.sim.market import Market
+    from collector.sim.symbols import spec_for
+
+    m = Market(spec_for("ETHUSD"), 7, 200)
+    sub = f.Subscription(heartbeat=True)
+    raws = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
+    clock = 1_764_559_146_000
+    while len(raws) < 3000:
+        u = m.step(clock)
+        clock += 1
+        ev = f.filtered_events(u, sub)
+        if ev is not None:
+            raws.append(f.update_frame(u, ev, len(raws)))
+    fast, slow = CountingFast("ETHUSD", 10, emit_every), GeneralOnly("ETHUSD", 10, emit_every)
+    for i, raw in enumerate(raws):
+        assert fast.feed(raw, T0 + i) == slow.feed(raw, T0 + i), i
+    assert fast.fast > len(raws) // 2  # the fast path did most of the work
+    assert fast.counts == slow.counts
+
+
+EDGE_FRAMES = [
+    upd(1, [chg("bid", "50", "1")], ts=None),          # no timestampms
+    upd(1, [chg("ask", "101.000", "0")]),               # removes a level, padded
+    upd(1, [chg("bid", "100.0", "1")]),                 # respells a top level
+    upd(1, [chg("bid", "0.00", "1")]),                  # zero price: invalid
+    upd(1, [chg("bid", "1e3", "1")]),                   # not a plain decimal
+    upd(1, [chg("bid", "50", "-1")]),
+    upd(1, [chg("bid", "50", 1)]),                      # a number, not a string
+    upd(1, [chg("buy", "50", "1")]),
+    upd(1, [chg("bid", "102", "1")]),                   # crosses the book
+    upd(2, [chg("bid", "50", "1")]),                    # a gap
+    upd(1, [{"type": "change", "side": "bid", "price": "50"}]),
+    upd(1, []),
+    orjson.dumps({"type": "update", "eventId": True, "socket_sequence": 1, "timestampms": 5,
+                  "events": [chg("bid", "50", "1")]}),
+    orjson.dumps({"type": "update", "eventId": 5, "socket_sequence": True, "timestampms": 5,
+                  "events": [chg("bid", "50", "1")]}),
+    orjson.dumps({"type": "update", "eventId": 5, "socket_sequence": 1, "timestampms": 5.0,
+                  "events": [chg("bid", "50", "1")]}),
+    orjson.dumps({"type": "updates", "eventId": 5, "socket_sequence": 1, "timestampms": 5,
+                  "events": [chg("bid", "50", "1")]}),
+]
+
+
+@pytest.mark.parametrize("raw", EDGE_FRAMES, ids=range(len(EDGE_FRAMES)))
+def test_fast_path_edge_cases_match_the_general_path(raw: bytes) -> None:
+    def outcome(s: Stream) -> Any:
+        try:
+            out = s.feed(raw, T0 + 1)
+        except StreamBroken as exc:
+            return exc.reason, exc.fields
+        assert s.book is not None
+        return out, s.expected, s.counts, s.book.bids.top(10), s.book.asks.top(10)
+
+    fast = Stream(SYM, 10, True)
+    slow = GeneralOnly(SYM, 10, True)
+    for s in (fast, slow):
+        s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
+    assert outcome(fast) == outcome(slow)

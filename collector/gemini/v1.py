@@ -17,6 +17,7 @@ import orjson
 
 # Plain non-negative ASCII decimals as Gemini writes them ("0", "6513.20", "0.00000001").
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+is_decimal = _DECIMAL.match
 _SAMPLE_CHARS = 200
 
 
@@ -110,7 +111,11 @@ def json_object(raw: bytes | str) -> dict[str, Any]:
 
 
 def parse(raw: bytes | str) -> Frame:
-    msg = json_object(raw)
+    return parse_object(json_object(raw), raw)
+
+
+def parse_object(msg: dict[str, Any], raw: bytes | str) -> Frame:
+    """A frame from its decoded JSON object; `raw` is for the error's sample."""
     seq = msg.get("socket_sequence")
     if not is_int(seq) or seq < 0:
         raise InvalidFrame("socket_sequence missing or not a non-negative integer", raw)
@@ -170,7 +175,7 @@ def _event(e: Any) -> Event:
 
 def _decimal(e: dict[str, Any], key: str) -> str:
     value = e.get(key)
-    if not isinstance(value, str) or not _DECIMAL.match(value):
+    if not isinstance(value, str) or not is_decimal(value):
         raise _BadEvent(f"{e.get('type')} {key} {value!r} is not a decimal string")
     return value
 
