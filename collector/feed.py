@@ -193,10 +193,11 @@ class Feed:
 
     async def _current(self, ws: ClientConnection) -> float:
         """A current-API session on this symbol's own socket: SUBSCRIBE, then frames
-        until a break. A gap or a crossed book is repaired on the same socket
-        (`CurrentStream.resync`: UNSUBSCRIBE, its ack, SUBSCRIBE, a fresh snapshot), up to
-        MAX_RESUBSCRIBES times in a row; anything else, or no snapshot within
-        snapshot_timeout_s, ends the session (reconnect).
+        until a break. With feed.repair = "resubscribe" a gap or a crossed book is
+        repaired on the same socket (`CurrentStream.resync`: UNSUBSCRIBE, its ack,
+        SUBSCRIBE, a fresh snapshot), up to MAX_RESUBSCRIBES times in a row; anything
+        else, every break with "reconnect", or no snapshot within snapshot_timeout_s,
+        ends the session (reconnect).
 
         Liveness is websockets' keepalive (a ping every ping_interval_s, a pong within
         ping_timeout_s, else websockets fails the socket -> "stale"). Data silence is
@@ -207,9 +208,9 @@ class Feed:
                                               self._unknown, self.stats, trades=cfg.trades)
         live_since: float | None = None
         stream.start()
+        in_place = cfg.repair == "resubscribe"
         try:
-            for req in stream.take_requests():
-                await ws.send(req, text=True)
+            await self._send(ws, stream.take_requests())
             deadline = self.clock() + cfg.snapshot_timeout_s
             while True:
                 try:
@@ -231,18 +232,18 @@ class Feed:
                 try:
                     data = await self._consume(stream, raw)
                 except StreamBroken as broken:
-                    if broken.reason not in RESUBSCRIBE_REASONS or self._failures >= MAX_RESUBSCRIBES:
+                    if (not in_place or broken.reason not in RESUBSCRIBE_REASONS
+                            or self._failures >= MAX_RESUBSCRIBES):
                         raise
                     await self._break(broken.reason, **broken.fields)
                     self.stats.live = False
                     live_since = None
                     stream.resync()
-                    for req in stream.take_requests():
-                        await ws.send(req, text=True)
+                    await self._send(ws, stream.take_requests())
                     deadline = self.clock() + cfg.snapshot_timeout_s
                     continue
-                for req in stream.take_requests():  # SUBSCRIBE once an UNSUBSCRIBE is acked
-                    await ws.send(req, text=True)
+                if requests := stream.take_requests():  # SUBSCRIBE once an UNSUBSCRIBE is acked
+                    await self._send(ws, requests)
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
@@ -259,6 +260,14 @@ class Feed:
             self._ws = None
             self.stats.live = False
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
+
+    async def _send(self, ws: ClientConnection, requests: list[bytes]) -> None:
+        """Send a stream's requests; each is also logged raw (a `sent` line), so that a
+        replay can redo the same repairs and check it asked for the same things."""
+        for req in requests:
+            await ws.send(req, text=True)
+            if self.raw_key:
+                await self.writer.put(self.raw_key, rawlog.sent(req, time.time_ns()))
 
     async def _consume(self, stream: Stream | CurrentStream, raw: bytes) -> bytes:
         """One frame into the stream (and the raw log, when on); StreamBroken propagates."""

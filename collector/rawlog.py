@@ -5,11 +5,14 @@
     {"type":"connect","url":"wss://...","recv_ns":...}       a new connection
     {"recv_ns":...,"frame":{...the frame, byte for byte...}}  a frame that parsed
     {"recv_ns":...,"text":"..."}                              a frame that did not
+    {"type":"sent","recv_ns":...,"text":"..."}                a request the feed sent
     {"type":"resync",...}                                     the feed's resync records
 
 A valid frame is embedded verbatim (no re-encoding, so nothing is lost and it costs
-no serialisation); anything else is kept as a JSON string. `collector replay` reads
-these back into exactly the records `collector run` wrote.
+no serialisation); anything else is kept as a JSON string. `sent` lines (current API
+only: its SUBSCRIBE/UNSUBSCRIBE requests, as sent, after the frame that caused them)
+carry the send time in `recv_ns`, so every line has the same time field.
+`collector replay` reads these back into exactly the records `collector run` wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ FRAME_PREFIX = b'{"recv_ns":%d,"frame":'
 
 def connect(url: str, recv_ns: int) -> bytes:
     return orjson.dumps({"type": "connect", "url": url, "recv_ns": recv_ns},
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def sent(request: bytes, sent_ns: int) -> bytes:
+    return orjson.dumps({"type": "sent", "recv_ns": sent_ns, "text": request.decode()},
                         option=orjson.OPT_APPEND_NEWLINE)
 
 

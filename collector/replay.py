@@ -1,16 +1,27 @@
 """`collector replay DIR`: rebuild from raw frames the records `collector run` wrote.
 
 Each symbol's `raw/` segments are read in order; every frame goes through a fresh
-`Stream` per connection exactly as the live feed did, with the recorded receive
+stream per connection exactly as the live feed did, with the recorded receive
 times, and the recorded resync records are passed through where the feed wrote
 them. The output is therefore byte-for-byte the record lines of the run (without
 segment headers), including the ones a full disk made the run drop.
+
+Both APIs, as each segment's header says (`feed.api`): v1 frames go through a
+`Stream`; current-API frames through a `CurrentStream`, started at each `connect`
+line. A current-API stream that breaks was either repaired in place by the feed
+(UNSUBSCRIBE, ack, SUBSCRIBE on the same socket) or dropped for a new connection;
+the log tells which: a `connect` line next means a new connection, anything else on
+the same connection (the feed's `sent` UNSUBSCRIBE, a frame) means the repair in
+place, which the replay then does too. Every `sent` line must equal the next
+request the replayed stream made, else `ReplayError` names the line: a replay that
+asked for something else is not the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -18,6 +29,7 @@ from typing import IO
 import orjson
 
 from collector import rawlog, readback
+from collector.current_stream import CurrentStream
 from collector.stream import Stream, StreamBroken
 
 
@@ -25,36 +37,84 @@ class ReplayError(Exception):
     pass
 
 
+class _Current:
+    """One current-API connection as the feed handled it: its stream, whether that
+    broke, and the requests it made that the log has not shown as sent yet."""
+
+    def __init__(self, symbol: str, depth: int, every: bool, trades: bool) -> None:
+        self.stream = CurrentStream(symbol, depth, every, trades=trades)
+        self.stream.start()
+        self.broken = False
+        self.unsent: deque[bytes] = deque(self.stream.take_requests())
+
+    def feed(self, raw: bytes | str, recv_ns: int) -> bytes:
+        self._repaired_in_place()
+        try:
+            out = self.stream.feed(raw, recv_ns)
+        except StreamBroken:
+            self.broken = True  # the next lines say whether the feed repaired it in place
+            return b""
+        self.unsent.extend(self.stream.take_requests())
+        return out
+
+    def sent(self, text: str, where: str) -> None:
+        self._repaired_in_place()
+        want = self.unsent.popleft() if self.unsent else None
+        if want != text.encode():
+            expected = want.decode() if want is not None else "nothing"
+            raise ReplayError(f"{where}: the run sent {text}, the replay would have sent {expected}")
+
+    def _repaired_in_place(self) -> None:
+        # More on the same connection after a break (no `connect` line came between):
+        # the feed resubscribed on the same socket.
+        if self.broken:
+            self.broken = False
+            self.stream.resync()
+            self.unsent.extend(self.stream.take_requests())
+
+
 def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = None) -> Iterator[bytes]:
     """Records (as JSON lines) rebuilt from one symbol's raw folder."""
     symbol = folder.parent.name
-    stream: Stream | None = None
-    depth_now, every = depth or 10, emit == "every"  # until a header says the run's
+    stream: Stream | _Current | None = None
+    # until a header says the run's
+    depth_now, every, api, trades = depth or 10, emit == "every", "v1", True
     for seg in readback.list_segments(folder):
         opened = readback.open_segment(seg)
         if opened is None:
             continue
         with opened[1] as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 rec = orjson.loads(line)
                 kind = rec.get("type")
                 if kind == "header":
-                    if rec.get("config", {}).get("feed", {}).get("api", "v1") != "v1":
-                        raise ReplayError(f"{opened[0]}: raw frames of feed.api = "
-                                          f"{rec['config']['feed']['api']!r}: replay reads v1 only")
-                    book = rec.get("config", {}).get("book", {})
+                    config = rec.get("config", {})
+                    api = config.get("feed", {}).get("api", "v1")
+                    if api not in ("v1", "current"):
+                        raise ReplayError(f"{opened[0]}: raw frames of feed.api = {api!r}")
+                    trades = config.get("feed", {}).get("trades", True)
+                    book = config.get("book", {})
                     depth_now = depth or book.get("depth", 10)
                     every = (emit or book.get("emit", "change")) == "every"
                 elif kind == "resync":
-                    stream = None
+                    # v1: every break ends the connection. Current API: a gap or a crossed
+                    # book may be repaired on the same connection (the lines after it
+                    # tell, see _Current); only raw lines lost to a full disk leave
+                    # nothing to go on until the next connection.
+                    if api == "v1" or rec.get("reason") == "dropped":
+                        stream = None
                     yield line
                 elif kind == "connect":
-                    stream = Stream(symbol, depth_now, every)
+                    stream = (Stream(symbol, depth_now, every) if api == "v1"
+                              else _Current(symbol, depth_now, every, trades))
+                elif kind == "sent":
+                    if isinstance(stream, _Current):
+                        stream.sent(rec["text"], f"{opened[0]} line {n}")
                 elif stream is not None:
                     raw = rawlog.frame_bytes(line, rec["recv_ns"]) if "frame" in rec else rec["text"]
                     try:
                         out = stream.feed(raw, rec["recv_ns"])
-                    except StreamBroken:
+                    except StreamBroken:  # v1 only
                         stream = None  # the feed's resync record for it follows in the log
                         continue
                     if out:

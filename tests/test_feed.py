@@ -113,6 +113,33 @@ async def test_each_fault_is_marked_and_healed(sim, tmp_path, fault, reason, api
     assert reasons(read_records(tmp_path, "ETHUSD")) == ["start"]
 
 
+async def test_a_frame_sent_again_is_skipped_on_current_and_a_gap_on_v1(sim, tmp_path, api):
+    """The simulator re-sends already-sent frames. Current API: the update ids say they
+    are stale (u <= the last applied u): skipped, counted, no resync. v1: the frame's
+    socket_sequence is behind the expected one, which is a gap (reconnect)."""
+    cfg = config_for(api, sim, tmp_path, SYMBOLS)
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= 50)
+        stream = btc._stream
+        sim.inject("BTCUSD", "duplicate")
+        await wait_until(lambda: btc.stats.resyncs["gap"] >= 1 if api == "v1" else stream.stale >= 2,
+                         what="the frames sent again")
+        after = btc.stats.updates
+        await wait_until(lambda: btc.stats.live and btc.stats.updates >= after + 50, what="carried on")
+    recs = read_records(tmp_path, "BTCUSD")
+    check_against_truth(sim, recs, "BTCUSD", api=api)
+    (fired,) = sim.stats["BTCUSD"].fired("duplicate")
+    if api == "current":
+        assert reasons(recs) == ["start"] and btc.stats.connects == 1
+        assert stream.stale == 2  # the frame before the carrier, and the carrier again
+    else:
+        assert reasons(recs) == ["start", "gap"]
+        gap = recs[[r["type"] for r in recs].index("resync", 1)]
+        assert gap["got_seq"] == gap["expected_seq"] - 1 == fired.socket_sequence
+    assert reasons(read_records(tmp_path, "ETHUSD")) == ["start"]
+
+
 async def test_first_frame_not_zero_is_a_gap(sim, tmp_path):
     sim.inject("BTCUSD", "gap")  # no connection yet: armed for the next one
     cfg = make_config(sim.ws_url, tmp_path, ["BTCUSD"])

@@ -186,12 +186,44 @@ async def test_compressing_a_large_segment_does_not_stall_the_loop(tmp_path):
     assert worst < 0.020, f"loop lag {worst * 1000:.1f} ms while compressing"
 
 
-def test_replay_refuses_raw_frames_of_the_current_api(tmp_path, capsys):
-    from collector import __version__, records
+async def test_raw_frames_of_the_current_api_replay_to_the_same_records(tmp_path):
+    # gaps and crossed books are repaired in place (UNSUBSCRIBE, ack, SUBSCRIBE), three in
+    # a row or anything else reconnects; duplicates are stale frames, skipped
+    chaos = "gap=0.004,garbage=0.002,close=0.001,crossed=0.003,unknown=0.01,duplicate=0.005"
+    async with SimExchange(SYMBOLS, seed=9, rate=400.0, faults=chaos) as sim:
+        cfg = make_config(sim.current_url, tmp_path, SYMBOLS, feed={"api": "current"},
+                          book={"emit": "change"}, output={"raw": True, "rotate": "1s"})
+        async with running(cfg) as app:
+            await wait_until(lambda: all(
+                f.stats.resyncs["gap"] + f.stats.resyncs["crossed"] >= 4 and f.stats.connects >= 2
+                for f in app.feeds.values()), timeout=30)
+    out = io.BytesIO()
+    assert main_replay([str(tmp_path)], stdout=out) == 0
+    replayed = out.getvalue()
+    expected = b"".join(orjson.dumps(r) + b"\n" for sym in SYMBOLS for r in read_records(tmp_path, sym))
+    assert replayed == expected
+    for reason in (b"gap", b"crossed", b"invalid"):
+        assert b'"reason":"%s"' % reason in replayed
+    for sym in SYMBOLS:
+        sent = [orjson.loads(line) for data in segment_bytes(tmp_path / sym / "raw")
+                for line in data.splitlines() if line.startswith(b'{"type":"sent"')]
+        methods = [orjson.loads(r["text"])["method"] for r in sent]
+        # one SUBSCRIBE per connection, one UNSUBSCRIBE + SUBSCRIBE per repair in place
+        assert methods.count("SUBSCRIBE") == app.feeds[sym].stats.connects + methods.count("UNSUBSCRIBE")
+        assert methods.count("UNSUBSCRIBE") >= 1
+        check_against_truth(sim, read_records(tmp_path, sym), sym, every=False, api="current")
+
+
+def test_replay_of_the_current_api_checks_the_requests_sent(tmp_path, capsys):
+    """A logged request the replayed stream would not have made is an error naming the line."""
+    from collector import __version__, rawlog, records
 
     raw = tmp_path / "BTCUSD" / "raw"
     raw.mkdir(parents=True)
-    (raw / "current.jsonl").write_bytes(records.header(
-        "BTCUSD", "raw", 0, __version__, {"feed": {"api": "current"}, "book": {}}))
+    (raw / "current.jsonl").write_bytes(
+        records.header("BTCUSD", "raw", 0, __version__, {"feed": {"api": "current"}, "book": {}})
+        + rawlog.connect("ws://127.0.0.1:1/?snapshot=-1", 1)
+        + rawlog.sent(b'{"method":"SUBSCRIBE","params":["btcusd@depth@100ms"],"id":1}', 2))
     assert main_replay([str(tmp_path)], stdout=io.BytesIO()) == 1
-    assert "replay reads v1 only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "current.jsonl line 3" in err and '"btcusd@trade"' in err  # feed.trades defaults on

@@ -32,6 +32,9 @@ __all__ = ["ConnState", "Connection"]
 log = logging.getLogger("collector.sim")
 
 K = FaultKind
+# Faults that act on a carrier frame (the next one, or the next update for unknown):
+# armed, they wait in `_pending`.
+CARRIED = (K.GAP, K.UNKNOWN, K.DUPLICATE)
 
 
 class ConnState(enum.Enum):
@@ -104,7 +107,7 @@ class Connection(ClosingSocket):
         self.queue: deque[bytes] = deque()
         self.snapshot_delay = 0.0
         self._wake = asyncio.Event()
-        self._pending: list[FaultKind] = []  # gap/unknown waiting for a carrier frame
+        self._pending: list[FaultKind] = []  # CARRIED faults waiting for their carrier frame
         self._closer: asyncio.Task[None] | None = None
         self._finish: tuple[int, str] | None = None  # close frame to send once drained
         self._watchdog: asyncio.TimerHandle | None = None
@@ -114,13 +117,13 @@ class Connection(ClosingSocket):
     def open(self, armed: list[Fault]) -> None:
         """Queue the seq-0 snapshot, then fire faults armed before this connection."""
         for f in armed:
-            if f.kind in (K.GAP, K.UNKNOWN):
+            if f.kind in CARRIED:
                 self._pending.append(f.kind)
         m = self.hub.market
         self._emit(lambda seq: frames.snapshot_frame(
             m.spec, m.bids, m.asks, self.hub.last_event_id, self.sub, seq), None)
         for f in armed:
-            if f.kind not in (K.GAP, K.UNKNOWN):
+            if f.kind not in CARRIED:
                 self.arm(f)
 
     def offer(self, update: Update) -> None:
@@ -155,14 +158,19 @@ class Connection(ClosingSocket):
         if K.GAP in fired:
             self.hub.fired(K.GAP, self, self.seq, fired[K.GAP])
             self.seq += 1
-            if fired.get(K.UNKNOWN) is False:  # an injected one waits for the next update
-                self._pending.append(K.UNKNOWN)
-        elif K.UNKNOWN in fired and update is not None:
-            self.hub.fired(K.UNKNOWN, self, self.seq, fired[K.UNKNOWN])
-            self._push(frames.mystery_frame(update, self.sub, self.seq))
-            self.seq += 1
+            for k in (K.UNKNOWN, K.DUPLICATE):  # an injected one waits for the next carrier
+                if fired.get(k) is False:
+                    self._pending.append(k)
         else:
-            self._push(build(self.seq))
+            if K.UNKNOWN in fired and update is not None:
+                self.hub.fired(K.UNKNOWN, self, self.seq, fired[K.UNKNOWN])
+                frame = frames.mystery_frame(update, self.sub, self.seq)
+            else:
+                frame = build(self.seq)
+            self._push(frame)
+            if K.DUPLICATE in fired:  # sent again, socket_sequence and all
+                self.hub.fired(K.DUPLICATE, self, self.seq, fired[K.DUPLICATE])
+                self._push(frame)
             self.seq += 1
         # After the carrier, so eventIds on this connection still increase.
         if K.CROSSED in fired:
@@ -193,12 +201,12 @@ class Connection(ClosingSocket):
     # ---- faults --------------------------------------------------------------------
 
     def arm(self, fault: Fault) -> None:
-        """Apply an injected connection fault: gap and unknown wait for their carrier frame
-        (the next frame / the next update frame); the others take effect now."""
+        """Apply an injected connection fault: gap, duplicate and unknown wait for their
+        carrier frame (the next frame / the next update frame); the others take effect now."""
         if self.state is not ConnState.LIVE:
             return
         k = fault.kind
-        if k in (K.GAP, K.UNKNOWN):
+        if k in CARRIED:
             self._pending.append(k)
         elif k in (K.CLOSE, K.STALL):
             self._terminal(k, False)

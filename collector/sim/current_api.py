@@ -21,6 +21,10 @@ Faults on a subscription (``sim.inject(symbol, kind)``), ``*`` = the whole socke
   next subscription's first frame *after* its snapshot (a lost snapshot could not be
   noticed: it has no marker).
 * ``unknown``: a ``{"e":"mystery",...}`` frame follows the next depth frame.
+* ``duplicate``: the next depth frame is followed by the depth frame sent before it (an
+  older one, ``u`` below the client's last) and by itself again (``u`` equal to it):
+  two stale frames a client must skip. Armed with no subscription open: the first frame
+  after the next snapshot (the older one re-sent is then the snapshot).
 * ``garbage``: a non-JSON text frame now (or right after the next snapshot).
 * ``crossed``: a depth frame now with a fresh id placing a bid at the best ask + 1 tick
   (never in the truth).
@@ -51,7 +55,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .connection import ClosingSocket, ConnState
+from .connection import CARRIED, ClosingSocket, ConnState
 from .current_frames import (
     GARBAGE,
     Padding,
@@ -293,7 +297,8 @@ class SymbolSubscription:
         self.snapshot_delay = 0.0
         self._closed = False
         self._held: list[tuple[str, bytes]] | None = None  # slow snapshot: frames held
-        self._pending: list[FaultKind] = []  # gap/unknown waiting for a depth frame
+        self._pending: list[FaultKind] = []  # CARRIED faults waiting for a depth frame
+        self._prev: bytes | None = None  # the last depth frame sent (duplicate re-sends it)
 
     @property
     def state(self) -> ConnState:
@@ -320,12 +325,12 @@ class SymbolSubscription:
             self._held = []
             asyncio.get_running_loop().call_later(self.snapshot_delay, self._release)
         for f in armed:
-            if f.kind in (K.GAP, K.UNKNOWN):
+            if f.kind in CARRIED:
                 self._pending.append(f.kind)
         if self.depth:
             self.start_depth()
         for f in armed:
-            if f.kind not in (K.GAP, K.UNKNOWN):
+            if f.kind not in CARRIED:
                 self.arm(f)
 
     def start_depth(self) -> None:
@@ -336,7 +341,8 @@ class SymbolSubscription:
             return
         m = self.hub.market
         body = snapshot_body(self.pad, m.bids, m.asks, None if top < 0 else top, u)
-        self._push(DEPTH, depth_frame(self.symbol, event_ns(self.hub.clock_ms(), u), u, u, body))
+        self._prev = depth_frame(self.symbol, event_ns(self.hub.clock_ms(), u), u, u, body)
+        self._push(DEPTH, self._prev)
 
     def stop(self, kind: str) -> None:
         if kind == DEPTH:
@@ -384,6 +390,7 @@ class SymbolSubscription:
             for t in trades:
                 self._push(TRADE, t)
             self._push(DEPTH, frame)
+            self._prev = frame
             return
         fired = dict(kinds)
         for terminal in (K.CLOSE, K.STALL):
@@ -396,10 +403,14 @@ class SymbolSubscription:
             self._garbage(fired[K.GARBAGE])
         if K.GAP in fired:
             self.hub.fired(K.GAP, self, last, fired[K.GAP])
-            if fired.get(K.UNKNOWN) is False:  # an injected one waits for the next frame
-                self._pending.append(K.UNKNOWN)
+            for k in (K.UNKNOWN, K.DUPLICATE):  # an injected one waits for the next frame
+                if fired.get(k) is False:
+                    self._pending.append(k)
         else:
             self._push(DEPTH, frame)
+            if K.DUPLICATE in fired:
+                self._duplicate(frame, last, fired[K.DUPLICATE])
+            self._prev = frame
             if K.UNKNOWN in fired:
                 self.hub.fired(K.UNKNOWN, self, last, fired[K.UNKNOWN])
                 self._push(DEPTH, mystery_frame(self.symbol, event_ns(update.timestampms, last)))
@@ -421,7 +432,7 @@ class SymbolSubscription:
         if self.state is not ConnState.LIVE:
             return
         k = fault.kind
-        if k in (K.GAP, K.UNKNOWN):
+        if k in CARRIED:
             self._pending.append(k)
         elif k in (K.CLOSE, K.STALL):
             self.conn.terminal(k, False, self)
@@ -431,6 +442,13 @@ class SymbolSubscription:
             self._crossed(False)
         else:  # pragma: no cover - handshake kinds never reach a subscription
             raise ValueError(f"{k} is not a connection fault")
+
+    def _duplicate(self, frame: bytes, last: int, rnd: bool) -> None:
+        """After `frame` (whose `u` is `last`): the depth frame before it, then itself."""
+        self.hub.fired(K.DUPLICATE, self, last, rnd)
+        if self._prev is not None:
+            self._push(DEPTH, self._prev)
+        self._push(DEPTH, frame)
 
     def _garbage(self, rnd: bool) -> None:
         self.hub.fired(K.GARBAGE, self, self.last_u, rnd)

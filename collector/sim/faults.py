@@ -2,7 +2,7 @@
 
 Two families:
 * connection faults act on the frames of an open connection:
-  gap, garbage, stall, close, crossed, unknown;
+  gap, garbage, stall, close, crossed, unknown, duplicate;
 * handshake faults act on the next WebSocket handshakes of a symbol:
   refuse (HTTP 429/503 with Retry-After), slow_snapshot (seq-0 frame delayed).
 """
@@ -32,6 +32,9 @@ class FaultKind(StrEnum):
     CLOSE = "close"  # TCP transport aborted, no close frame
     CROSSED = "crossed"  # an update whose change crosses the book (not in the truth)
     UNKNOWN = "unknown"  # an update that also carries an event of an unknown type
+    # An already-sent frame sent again: v1, the carrier frame with its socket_sequence (a
+    # gap to the client); current API, the previous depth frame and the carrier (stale).
+    DUPLICATE = "duplicate"
     REFUSE = "refuse"  # handshake answered 429 (or 503) with Retry-After
     SLOW_SNAPSHOT = "slow_snapshot"  # the seq-0 frame is sent late
 
@@ -81,8 +84,9 @@ class Fault:
 class FiredFault:
     """A fault that took effect. ``socket_sequence`` is the sequence number the fault
     concerned: the dropped one for gap, the lie's for crossed, the carrier frame's for
-    unknown, otherwise the next number the connection would have used (None for
-    handshake refusals). ``event_id`` is the symbol's latest published event id then."""
+    unknown and duplicate, otherwise the next number the connection would have used
+    (None for handshake refusals); on the current API, the update id `u` instead.
+    ``event_id`` is the symbol's latest published event id then."""
 
     kind: FaultKind
     symbol: str

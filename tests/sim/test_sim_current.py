@@ -295,6 +295,32 @@ async def test_gap_armed_before_subscribing_keeps_the_snapshot(make_sim: MakeSim
     assert first["U"] > snap["u"]
 
 
+async def test_duplicate_resends_the_previous_depth_frame_and_itself(make_sim: MakeSim) -> None:
+    sim = await make_sim(rate=None)
+    async with ws_connect(url(sim)) as ws:
+        await subscribed(ws, trades=False)
+        sim.advance("BTCUSD", 1)
+        (f1,) = await depth_frames(ws, 1)
+        sim.inject("BTCUSD", "duplicate")
+        sim.advance("BTCUSD", 2)
+        frames = await depth_frames(ws, 4)
+    f2, older, again, f3 = frames
+    assert (older, again) == (f1, f2)  # already sent: below, then equal to the last u
+    assert f2["U"] == f1["u"] and f3["U"] == f2["u"]  # the ids go on as if nothing happened
+    (fired,) = sim.stats["BTCUSD"].fired("duplicate")
+    assert fired.socket_sequence == f2["u"]
+
+
+async def test_duplicate_armed_before_subscribing_resends_the_snapshot(make_sim: MakeSim) -> None:
+    sim = await make_sim(rate=None)
+    sim.inject("BTCUSD", "duplicate")
+    async with ws_connect(url(sim)) as ws:
+        snap = await subscribed(ws, trades=False)
+        sim.advance("BTCUSD", 1)
+        first, older, again = await depth_frames(ws, 3)
+    assert older == snap and again == first and first["U"] == snap["u"]
+
+
 async def test_garbage_unknown_and_crossed(make_sim: MakeSim) -> None:
     sim = await make_sim(rate=None)
     async with ws_connect(url(sim)) as ws:

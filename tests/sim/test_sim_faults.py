@@ -36,6 +36,20 @@ async def test_gap_armed_before_connecting_means_no_snapshot(make_sim: MakeSim) 
     assert sim.stats["BTCUSD"].fired("gap")[0].socket_sequence == 0
 
 
+async def test_duplicate_sends_a_frame_again_with_its_sequence(make_sim: MakeSim) -> None:
+    sim = await make_sim(rate=None)
+    async with ws_connect(f"{sim.ws_url}/BTCUSD") as ws:
+        assert (await recv_json(ws))["socket_sequence"] == 0
+        sim.advance("BTCUSD", 1)
+        sim.inject("BTCUSD", "duplicate")
+        sim.advance("BTCUSD", 2)
+        raw = [await recv_raw(ws) for _ in range(4)]
+    assert [orjson.loads(r)["socket_sequence"] for r in raw] == [1, 2, 2, 3]
+    assert raw[1] == raw[2]  # byte for byte
+    (fired,) = sim.stats["BTCUSD"].fired("duplicate")
+    assert fired.socket_sequence == 2 and not fired.random
+
+
 async def test_garbage_is_not_json_and_takes_no_sequence(make_sim: MakeSim) -> None:
     sim = await make_sim(rate=None)
     async with ws_connect(f"{sim.ws_url}/BTCUSD") as ws:
