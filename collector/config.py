@@ -223,6 +223,13 @@ def _check(s: dict[str, Any], fail: Any) -> None:
         raise fail("feed.api", f"must be one of {', '.join(DEFAULT_URLS)}, got {feed.api!r}")
     if feed.transport not in TRANSPORTS:
         raise fail("feed.transport", f"must be one of {', '.join(TRANSPORTS)}, got {feed.transport!r}")
+    if feed.transport == "picows":
+        from collector import transport  # here: transport imports this module
+
+        try:
+            transport.check(feed)
+        except ValueError as exc:
+            raise fail("feed.transport", str(exc)) from None
     if feed.repair not in REPAIRS:
         raise fail("feed.repair", f"must be one of {', '.join(REPAIRS)}, got {feed.repair!r}")
     if not feed.url.startswith(("ws://", "wss://")):
