@@ -21,10 +21,9 @@ from typing import Any
 from collections.abc import Callable
 
 import structlog
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from collector import rawlog, records
+from collector import rawlog, records, transport
 from collector.backoff import Backoff, TokenBucket, acquire_wait
 from collector.config import Config
 from collector.current_stream import CurrentStream
@@ -32,6 +31,7 @@ from collector.gemini import current
 from collector.gemini.v1 import stream_url
 from collector.metrics import Histogram
 from collector.stream import Counts, Stream, StreamBroken
+from collector.transport import Connection
 from collector.writer import Writer, raw_key
 
 _unknown_logged: set[str] = set()  # unknown event types are logged once per process
@@ -76,7 +76,7 @@ class Feed:
             self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
         self.raw_key = raw_key(symbol) if cfg.output.raw else None
         self._stopping = asyncio.Event()
-        self._ws: ClientConnection | None = None
+        self._ws: Connection | None = None
         self._failures = 0  # failed attempts since the stream was last live
         self._stream: Stream | CurrentStream | None = None
 
@@ -125,11 +125,7 @@ class Feed:
         cfg = self.cfg
         self.stats.connects += 1
         try:
-            ws = await connect(
-                self.url, open_timeout=cfg.snapshot_timeout_s, ping_interval=cfg.ping_interval_s,
-                ping_timeout=cfg.ping_timeout_s, close_timeout=2, max_size=64 * 2**20,
-                max_queue=64, compression=None, user_agent_header=None,
-            )
+            ws = await transport.connect(self.url, cfg)
         except InvalidStatus as exc:
             return await self._refused(exc)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -158,11 +154,15 @@ class Feed:
                     if expired:
                         raise expired[0] from None
                     raise StreamBroken("closed", detail=_close_detail(exc)) from None
-                data = await self._consume(stream, raw)
+                if self.raw_key:
+                    data = await self._consume(stream, raw)
+                else:  # the per-frame path: no coroutine beyond recv() unless the queue is full
+                    self.stats.last_frame = self.clock()
+                    data = stream.feed(raw, time.time_ns())
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
-                if data:
+                if data and not self.writer.offer(self.symbol, data):
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
             return await self._broken(broken, live_since)
@@ -172,7 +172,7 @@ class Feed:
             self.stats.live = False
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
-    async def _deadlines(self, ws: ClientConnection, stream: Stream, expired: list[StreamBroken]) -> None:
+    async def _deadlines(self, ws: Connection, stream: Stream, expired: list[StreamBroken]) -> None:
         """Snapshot and stale deadlines. One sleep per deadline, moved on by the frames
         that came meanwhile, instead of a timer armed around every recv (that cost ~15%
         of the per-frame time). On expiry the socket is aborted and recv() raises."""
@@ -191,7 +191,7 @@ class Feed:
                 return
             await asyncio.sleep(left)
 
-    async def _current(self, ws: ClientConnection) -> float:
+    async def _current(self, ws: Connection) -> float:
         """A current-API session on this symbol's own socket: SUBSCRIBE, then frames
         until a break. With feed.repair = "resubscribe" a gap or a crossed book is
         repaired on the same socket (`CurrentStream.resync`: UNSUBSCRIBE, its ack,
@@ -247,7 +247,7 @@ class Feed:
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
-                if data:
+                if data and not self.writer.offer(self.symbol, data):
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
             return await self._broken(broken, live_since)
@@ -261,7 +261,7 @@ class Feed:
             self.stats.live = False
             ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
-    async def _send(self, ws: ClientConnection, requests: list[bytes]) -> None:
+    async def _send(self, ws: Connection, requests: list[bytes]) -> None:
         """Send a stream's requests; each is also logged raw (a `sent` line), so that a
         replay can redo the same repairs and check it asked for the same things."""
         for req in requests:

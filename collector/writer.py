@@ -146,6 +146,15 @@ class Writer:
 
     # ---- the loop side --------------------------------------------------------------------
 
+    def offer(self, key: str, data: bytes) -> bool:
+        """Queue whole lines if there is room, without a coroutine (the per-frame path);
+        False when the queue is full: then `await put(...)`."""
+        try:
+            self.queue.put_nowait((key, data))
+        except asyncio.QueueFull:
+            return False
+        return True
+
     async def put(self, key: str, data: bytes) -> None:
         """Queue whole lines for a stream; waits (and counts it) when the queue is full."""
         try:

@@ -23,15 +23,28 @@ async def sim():
         yield s
 
 
-@pytest.fixture(params=["v1", "current"])
+class Api(str):
+    """feed.api ("v1" or "current"), run over one `transport`: the whole suite runs on
+    every API x transport pair while the tests compare and pass `api` as a plain str."""
+
+    transport: str
+
+
+@pytest.fixture(params=[(a, t) for t in ("websockets", "picows") for a in ("v1", "current")],
+                ids=lambda p: p[0] if p[1] == "websockets" else "-".join(p))
 def api(request):
-    return request.param
+    name, transport = request.param
+    if transport == "picows":
+        pytest.importorskip("picows", reason="picows is not installed (pip install -e '.[picows]')")
+    api = Api(name)
+    api.transport = transport
+    return api
 
 
 def config_for(api, sim, out, symbols, feed=None, **kw):
     """A config for `api` against the simulator (the current API's liveness is ping/pong)."""
     url = sim.ws_url if api == "v1" else sim.current_url
-    extra = {"api": api}
+    extra = {"api": str(api), "transport": getattr(api, "transport", "websockets")}
     if api == "current":
         extra.update(ping_interval_s=0.1, ping_timeout_s=0.2)
     return make_config(url, out, symbols, feed={**extra, **(feed or {})}, **kw)
