@@ -10,7 +10,7 @@ Every run is one contender process against its own fresh simulator process
 
 * `collector`: `collector run` with a generated config (`book.emit = "every"`, depth 10),
   through `bench.probe`, which notes the time of each file write;
-* `collector-picows`: the same with `feed.transport = "picows"`, when the config has it;
+* `collector-picows`: the same with `feed.transport = "picows"` (when picows is installed);
 * `floor`, `floor-picows`: receive and parse only (`bench.floor`);
 * `crawler`: the original crawler's algorithm (`bench.crawler`).
 
@@ -68,14 +68,6 @@ def has_picows() -> bool:
     except ImportError:
         return False
     return True
-
-
-def collector_has_transport() -> bool:
-    """Whether this collector's config knows `feed.transport` (issue 6's fast path)."""
-    from dataclasses import fields
-
-    from collector.config import FeedConfig
-    return any(f.name == "transport" for f in fields(FeedConfig))
 
 
 # ---- process helpers -----------------------------------------------------------------------
@@ -399,9 +391,6 @@ def plan(args: argparse.Namespace) -> list[Run]:
     if not has_picows():
         contenders = [c for c in contenders if not c.endswith("picows")]
         paced = [c for c in paced if not c.endswith("picows")]
-    if not collector_has_transport():
-        contenders = [c for c in contenders if c != "collector-picows"]
-        paced = [c for c in paced if c != "collector-picows"]
     runs = []
     for n in (int(x) for x in args.symbols.split(",")):
         runs += [Run(c, n, "sat") for c in contenders]
@@ -525,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each run's files")
     p.add_argument("--profile", action="store_true",
                    help="also profile the collector (py-spy) at 8 symbols, saturated, into "
-                        "bench/profile-8sym.txt")
+                        "bench/profile-8sym.txt (and -picows.txt over picows)")
     args = p.parse_args(argv)
     quick = args.quick
     args.symbols = args.symbols or ("2" if quick else "1,8,100")
@@ -565,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"upd/s, p99 {r['latency']['p99_ms']} ms", file=sys.stderr, flush=True)
         profile = None
         if args.profile:
-            profile = run_profile(s, args)
+            profile = [run_profile(s, args, c) for c in ("collector", "collector-picows")
+                       if c == "collector" or has_picows()]
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -598,27 +588,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_profile(s: Settings, args: argparse.Namespace) -> dict[str, Any] | None:
-    """py-spy the collector at 8 symbols, saturated; summarise into bench/profile-8sym.txt."""
+def run_profile(s: Settings, args: argparse.Namespace,
+                contender: str = "collector") -> dict[str, Any] | None:
+    """py-spy a collector contender at 8 symbols, saturated; summarise into
+    bench/profile-8sym.txt (collector) or bench/profile-8sym-picows.txt."""
     from bench.profile import summarise
 
     if pyspy() is None:
         print("py-spy not found: pip install py-spy", file=sys.stderr)
         return None
-    raw = s.workdir / "profile-8sym.raw"
+    suffix = contender.removeprefix("collector")
+    raw = s.workdir / f"profile-8sym{suffix}.raw"
     ps = Settings(s.depth, max(s.seconds, 10.0), s.warmup, s.load, s.seed, s.workdir, s.keep,
                   s.python, raw, s.market, s.sim_args)
-    print("profile: collector 8 sym sat under py-spy ...", file=sys.stderr, flush=True)
-    r = run_one(Run("collector", 8, "sat"), ps)
+    print(f"profile: {contender} 8 sym sat under py-spy ...", file=sys.stderr, flush=True)
+    r = run_one(Run(contender, 8, "sat"), ps)
     text = summarise(raw.read_text(), title=(
-        f"py-spy record --rate 250 --gil (samples of the thread holding the GIL) on `collector run` (8 symbols x {s.depth} levels, simulator "
-        f"at max rate, emit=every), {ps.seconds:g} s window; "
-        f"{r['updates_per_wall_s']:,.0f} updates/s during the profile"))
-    out = ROOT / "bench" / "profile-8sym.txt"
+        f"py-spy record --rate 250 --gil (samples of the thread holding the GIL) on `collector run` "
+        f"({contender}: 8 symbols x {s.depth} levels, simulator at max rate, emit=every), "
+        f"{ps.seconds:g} s window; {r['updates_per_wall_s']:,.0f} updates/s during the profile"))
+    out = ROOT / "bench" / f"profile-8sym{suffix}.txt"
     out.write_text(text)
     print(f"profile: {out}", file=sys.stderr)
     return {"path": str(out.relative_to(ROOT)), "run": r}
-
 
 if __name__ == "__main__":
     sys.exit(main())

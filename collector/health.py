@@ -5,8 +5,8 @@ held queued records without writing any, and the time, it returns the list of
 `Problem`s; an empty list is healthy. Two consumers read it:
 
 * `/healthz` (metrics.py) and the heartbeat file answer 503/unhealthy on any problem:
-  a stream that is not live, or has had no frame for twice `feed.stale_after_s`,
-  or a stuck writer. `collector health` turns that into exit 0 or 1.
+  a stream that is not live, or (v1, which sends heartbeats) has had no frame for
+  twice `feed.stale_after_s`, or a stuck writer. `collector health` turns that into exit 0 or 1.
 * systemd's watchdog gets `WATCHDOG=1` only while no problem is *fatal*. Only a stuck
   writer is: a dead exchange leaves every stream down but restarting the collector
   would not bring it back, so an outage must never become a restart loop. An idle
@@ -73,23 +73,25 @@ class Problem:
 
 
 def check(feeds: Mapping[str, Any], stale_after_s: float, queued: int, writer_stalled_s: float,
-          now: float, writer_stuck_s: float = WRITER_STUCK_S, since: float = 0.0) -> list[Problem]:
+          now: float, writer_stuck_s: float = WRITER_STUCK_S, since: float = 0.0,
+          heartbeats: bool = True) -> list[Problem]:
     """Every problem of a collector, pure. `feeds` maps symbol -> an object with a
     `stats` (FeedStats: `live`, `last_frame`, `resyncs`); `now` and `since` (the
-    start, for streams that never had a frame) are monotonic times."""
+    start, for streams that never had a frame) are monotonic times. `heartbeats`:
+    whether the API sends them (v1). Without them (the current API) a quiet book may
+    say nothing for minutes and silence proves nothing: the keepalive pings prove the
+    connection, and a dead one breaks the stream (then it is `stream_down`)."""
     problems = []
     quiet_limit = 2 * stale_after_s
     for symbol, feed in feeds.items():
         st = feed.stats
-        # An API without heartbeats proves a stream alive by pongs: a feed for one sets last_pong.
-        alive = max(st.last_frame, getattr(st, "last_pong", 0.0))
-        quiet = now - (alive or since)
-        heard = f"last frame {quiet:.1f} s ago" if alive else f"no frame in {quiet:.1f} s"
+        quiet = now - (st.last_frame or since)
+        heard = f"last frame {quiet:.1f} s ago" if st.last_frame else f"no frame in {quiet:.1f} s"
         if not st.live:
             last = _last_reason(st.resyncs)
             why = f"stream not live ({'last resync: ' + last if last else 'connecting'}); {heard}"
             problems.append(Problem("stream_down", why, symbol))
-        elif quiet > quiet_limit:
+        elif heartbeats and quiet > quiet_limit:
             problems.append(Problem("stream_quiet", f"{heard} (limit {quiet_limit:g} s)", symbol))
     if queued and writer_stalled_s >= writer_stuck_s:
         problems.append(Problem(
@@ -284,8 +286,10 @@ class Monitor:
 
     def problems(self, now: float | None = None) -> list[Problem]:
         now = time.monotonic() if now is None else now
-        return check(self.app.feeds, self.app.cfg.feed.stale_after_s, self.app.writer.queue.qsize(),
-                     self.progress.stalled_s, now, self.writer_stuck_s, self.started_at)
+        feed = self.app.cfg.feed
+        return check(self.app.feeds, feed.stale_after_s, self.app.writer.queue.qsize(),
+                     self.progress.stalled_s, now, self.writer_stuck_s, self.started_at,
+                     heartbeats=feed.api == "v1")
 
     async def start(self) -> None:
         """Listen for scrapes (OSError if the address cannot be bound), start ticking

@@ -87,5 +87,6 @@ async def test_a_book_quiet_for_35_s_stays_live_with_the_real_liveness_settings(
             assert quiet._ws is ws and quiet.stats.connects == 1
             assert quiet.clock() - quiet.stats.last_frame >= 35  # truly silent: not one frame
             assert ws.latency > 0  # ... yet the keepalive ping went out and its pong came back
+            assert app.monitor.problems() == []  # and health does not call it quiet
     recs = read_records(tmp_path, "QUIETUSD")
     assert [r["type"] for r in recs] == ["resync", "book"]

@@ -149,6 +149,15 @@ def test_check_names_each_problem():
     assert not any(p.fatal for p in problems)  # an exchange outage must not restart us
 
 
+def test_silence_is_no_problem_without_heartbeats():
+    # the current API: a quiet book may say nothing for minutes; keepalive proves the socket
+    feeds = {"BTCUSD": feed(last_frame=10.0), "ETHUSD": feed(live=False, last_frame=10.0)}
+    problems = check(feeds, stale_after_s=15, queued=0, writer_stalled_s=0, now=1000.0,
+                     heartbeats=False)
+    assert [(p.kind, p.symbol) for p in problems] == [("stream_down", "ETHUSD")]
+    assert [p.kind for p in check(feeds, 15, 0, 0, now=1000.0)] == ["stream_quiet", "stream_down"]
+
+
 def test_idle_writer_is_not_stuck_and_a_holding_one_is():
     assert check({}, 15, queued=0, writer_stalled_s=0, now=1000.0) == []
     assert check({}, 15, queued=5, writer_stalled_s=29.0, now=1000.0, writer_stuck_s=30) == []
