@@ -237,3 +237,15 @@ def test_every_spelling_of_a_price_is_one_level() -> None:
     assert side.top_json(10) == b'[["6513.2000","1"]]'
     side.set("06513.20", "0", 10)
     assert len(side) == 0 and side.top_json(10) == b"[]"
+
+
+def test_prices_beyond_28_digits_stay_exact_on_both_sides() -> None:
+    # Decimal arithmetic rounds to 28 significant digits; keys must never go through it
+    a, b = "1.00000000000000000000000000000001", "1.00000000000000000000000000000002"
+    for bids in (True, False):
+        side = Side(bids=bids)
+        side.set(a, "1", 10)
+        side.set(b, "2", 10)
+        assert len(side) == 2
+        assert [p for p, _ in side.top(2)] == ([b, a] if bids else [a, b])
+        assert side.best() == Decimal(b if bids else a)
