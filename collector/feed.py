@@ -39,6 +39,27 @@ _unknown_logged: set[str] = set()  # unknown event types are logged once per pro
 # this many times in a row before the socket is replaced.
 RESUBSCRIBE_REASONS = ("gap", "crossed")
 MAX_RESUBSCRIBES = 3
+REFREEZE_S = 60.0  # at most one full garbage collection this often (freeze_books)
+_refrozen_at = float("-inf")
+
+
+def freeze_books(now: float) -> None:
+    """Move what is alive out of the garbage collector's view once a book went live.
+
+    A snapshot brings thousands of long-lived objects; frozen, full collections stop
+    walking every book (23 ms on average at 100 symbols x 2000 levels, bench/README.md),
+    and refcounting still frees them. But frozen objects are never collected as cycles,
+    and a connection is full of cycles (protocol, transport, tasks, an exception's
+    traceback): frozen while live, it would leak when it closes, about 40 kB per
+    reconnect. So at most every REFREEZE_S, unfreeze and collect everything first (one
+    full collection, only when a stream has just gone live); what was frozen since is
+    collected then."""
+    global _refrozen_at
+    if now - _refrozen_at >= REFREEZE_S:
+        _refrozen_at = now
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -292,11 +313,7 @@ class Feed:
         return self.backoff.next_delay()
 
     def _went_live(self) -> None:
-        # A snapshot brings thousands of long-lived objects (levels, Decimal keys): move
-        # them out of the collector's view, so full collections stop walking every book
-        # (23 ms on average at 100 symbols x 2000 levels, bench/README.md). Refcounting
-        # still frees them; books hold no reference cycles.
-        gc.freeze()
+        freeze_books(time.monotonic())
         self.stats.live = True
         self._failures = 0
         self.log.info("live", levels=self._levels())

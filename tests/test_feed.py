@@ -4,11 +4,13 @@ take the `api` fixture run on both of Gemini's APIs (feed.api = "v1" and "curren
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
 from websockets.asyncio.server import serve
 
+from collector import feed as feed_module
 from collector.sim import SimExchange
 from collector.stream import Stream
 from tests.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
@@ -317,3 +319,19 @@ async def test_dead_connection_found_by_ping_timeout(tmp_path):
     recs = read_records(tmp_path, "BTCUSD")
     assert reasons(recs)[:2] == ["start", "closed"]
     assert "ping" in recs[2]["detail"] or "without a close frame" in recs[2]["detail"]
+
+
+async def test_reconnects_leave_nothing_frozen(tmp_path, monkeypatch):
+    """Books are frozen out of the garbage collector once live; a closed connection's
+    cycles must not stay frozen with them (they leaked 45-170 objects per reconnect)."""
+    monkeypatch.setattr(feed_module, "REFREEZE_S", 0.0)  # refreeze at every live stream
+    async with SimExchange(["BTCUSD"], seed=3, rate=500.0, depth=50, faults="close=0.02",
+                           record_truth=False) as sim:
+        async with running(make_config(sim.ws_url, tmp_path, ["BTCUSD"])) as app:
+            feed = app.feeds["BTCUSD"]
+            await wait_until(lambda: feed.stats.connects >= 10, timeout=20)
+            frozen = gc.get_freeze_count()
+            await wait_until(lambda: feed.stats.connects >= 50, timeout=30)
+            grown = gc.get_freeze_count() - frozen
+    assert feed.stats.resyncs["closed"] >= 40
+    assert grown < 1000, f"{grown} more objects frozen after 40 reconnects"
