@@ -189,9 +189,7 @@ class Feed:
             return await self._broken(broken, live_since)
         finally:
             watch.cancel()
-            self._ws = None
-            self.stats.live = False
-            ws.transport.abort() if self._stopping.is_set() else await ws.close()
+            await self._hang_up(ws)
 
     async def _deadlines(self, ws: Connection, stream: Stream, expired: list[StreamBroken]) -> None:
         """Snapshot and stale deadlines. One sleep per deadline, moved on by the frames
@@ -278,9 +276,14 @@ class Feed:
             await self._break("closed", detail=_close_detail(exc))
             return self.backoff.next_delay()
         finally:
-            self._ws = None
-            self.stats.live = False
-            ws.transport.abort() if self._stopping.is_set() else await ws.close()
+            await self._hang_up(ws)
+
+    async def _hang_up(self, ws: Connection) -> None:
+        """End a session's connection: abort it when stopping (nothing more is wanted
+        from the peer), else close it cleanly."""
+        self._ws = None
+        self.stats.live = False
+        ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
     async def _send(self, ws: Connection, requests: list[bytes]) -> None:
         """Send a stream's requests; each is also logged raw (a `sent` line), so that a

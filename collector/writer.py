@@ -157,16 +157,15 @@ class Writer:
 
     async def put(self, key: str, data: bytes) -> None:
         """Queue whole lines for a stream; waits (and counts it) when the queue is full."""
-        try:
-            self.queue.put_nowait((key, data))
-        except asyncio.QueueFull:
-            self.queue_full_waits += 1
-            if self.queue_full_waits == 1 or self.queue_full_waits % 1000 == 0:
-                log.warning("queue full, feeds waiting for the writer",
-                            waits=self.queue_full_waits, size=self.queue.maxsize)
-            waited = time.monotonic()
-            await self.queue.put((key, data))
-            self.queue_wait_s += time.monotonic() - waited
+        if self.offer(key, data):
+            return
+        self.queue_full_waits += 1
+        if self.queue_full_waits == 1 or self.queue_full_waits % 1000 == 0:
+            log.warning("queue full, feeds waiting for the writer",
+                        waits=self.queue_full_waits, size=self.queue.maxsize)
+        waited = time.monotonic()
+        await self.queue.put((key, data))
+        self.queue_wait_s += time.monotonic() - waited
 
     async def run(self) -> None:
         """Drain the queue until stop(); then flush and fsync every file."""
