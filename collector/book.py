@@ -34,13 +34,16 @@ def canonical(text: str) -> str:
 
 
 class Side:
-    __slots__ = ("_keys", "_levels", "_index", "_bids")
+    __slots__ = ("_keys", "_levels", "_index", "_bids", "_top_json")
 
     def __init__(self, bids: bool) -> None:
         self._keys: list[Decimal] = []  # ascending, best last: price (bids), -price (asks)
         self._levels: list[list[str]] = []  # [price, size], same order as _keys
         self._index: dict[str, tuple[Decimal, list[str]]] = {}  # canonical price -> key, level
         self._bids = bids
+        # The top levels as JSON, kept until a `set` changes the top `depth` (most
+        # updates touch one side, and rendering is a large share of a frame's cost).
+        self._top_json: orjson.Fragment | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -58,14 +61,20 @@ class Side:
             i = bisect_left(keys, found[0])
             del keys[i]
             del self._levels[i]
-            return len(keys) - i < depth  # its distance from the best level
+            if len(keys) - i >= depth:  # its distance from the best level
+                return False
+            self._top_json = None
+            return True
         if found is not None:
             key, level = found
             if level[1] == size and level[0] == price:
                 return False
             level[0], level[1] = price, size
             # in the top `depth` iff at least as good as the depth-th best key (no bisect)
-            return len(keys) <= depth or key >= keys[-depth]
+            if len(keys) > depth and key < keys[-depth]:
+                return False
+            self._top_json = None
+            return True
         # from text, not `-Decimal(...)`: unary minus rounds to the context's 28 digits
         key = Decimal(price) if self._bids else Decimal("-" + price)
         level = [price, size]
@@ -73,7 +82,10 @@ class Side:
         i = bisect_left(keys, key)
         keys.insert(i, key)
         self._levels.insert(i, level)
-        return len(keys) - 1 - i < depth
+        if len(keys) - 1 - i >= depth:
+            return False
+        self._top_json = None
+        return True
 
     def best(self) -> Decimal | None:
         if not self._keys:
@@ -87,9 +99,12 @@ class Side:
         """The best `depth` levels, best first."""
         return [(p, q) for p, q in self._top(depth)]
 
-    def top_json(self, depth: int) -> bytes:
-        """`top(depth)` as JSON, [["price","size"],...], straight from the level lists."""
-        return orjson.dumps(self._top(depth))
+    def top_json(self, depth: int) -> orjson.Fragment:
+        """`top(depth)` as JSON, [["price","size"],...], ready to splice into a record.
+        Kept until `set` (with this `depth`) changes the top."""
+        if self._top_json is None:
+            self._top_json = orjson.Fragment(orjson.dumps(self._top(depth)))
+        return self._top_json
 
 
 class Book:

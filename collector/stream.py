@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 
 from collector import records
 from collector.book import Book
@@ -45,8 +44,7 @@ class Counts:
 
 
 class Stream:
-    __slots__ = ("symbol", "depth", "emit_every", "on_unknown", "counts", "expected", "book",
-                 "_bids_json", "_asks_json")
+    __slots__ = ("symbol", "depth", "emit_every", "on_unknown", "counts", "expected", "book")
 
     def __init__(self, symbol: str, depth: int, emit_every: bool,
                  on_unknown: Callable[[str], None] = lambda kind: None,
@@ -58,10 +56,6 @@ class Stream:
         self.counts = counts if counts is not None else Counts()
         self.expected = 0
         self.book: Book | None = None
-        # Each side's top `depth` as JSON, kept until that side's top changes: most
-        # updates touch one side, and rendering is a large share of the per-frame cost.
-        self._bids_json: orjson.Fragment | None = None
-        self._asks_json: orjson.Fragment | None = None
 
     @property
     def live(self) -> bool:
@@ -116,12 +110,8 @@ class Stream:
         assert book is not None
         if side == "bid":
             top_changed = book.bids.set(price, size, self.depth)
-            if top_changed:
-                self._bids_json = None
         elif side == "ask":
             top_changed = book.asks.set(price, size, self.depth)
-            if top_changed:
-                self._asks_json = None
         else:
             return None
         self.expected = seq + 1
@@ -137,7 +127,6 @@ class Stream:
 
     def _snapshot(self, frame: Update, recv_ns: int) -> bytes:
         book = Book()
-        self._bids_json = self._asks_json = None
         out = self._events(frame, book, recv_ns)[0]
         self._check_crossed(book)
         self.book = book
@@ -167,11 +156,9 @@ class Stream:
             kind = type(ev)
             if kind is Change:
                 had_change = True
-                if ev.side == "bid":  # type: ignore[union-attr]
-                    if book.bids.set(ev.price, ev.remaining, depth):  # type: ignore[union-attr]
-                        top_changed, self._bids_json = True, None
-                elif book.asks.set(ev.price, ev.remaining, depth):  # type: ignore[union-attr]
-                    top_changed, self._asks_json = True, None
+                side = book.bids if ev.side == "bid" else book.asks  # type: ignore[union-attr]
+                if side.set(ev.price, ev.remaining, depth):  # type: ignore[union-attr]
+                    top_changed = True
             elif kind is Trade:
                 self.counts.trades += 1
                 out.append(records.trade(
@@ -197,9 +184,5 @@ class Stream:
     def _render(self, seq: int, event_id: int, exchange_ms: int | None, recv_ns: int) -> bytes:
         book = self.book
         assert book is not None
-        if self._bids_json is None:
-            self._bids_json = orjson.Fragment(book.bids.top_json(self.depth))
-        if self._asks_json is None:
-            self._asks_json = orjson.Fragment(book.asks.top_json(self.depth))
         return records.book(self.symbol, seq, event_id, exchange_ms, recv_ns,
-                            self._bids_json, self._asks_json)
+                            book.bids.top_json(self.depth), book.asks.top_json(self.depth))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from collector.book import Book, Side, canonical
@@ -234,9 +235,9 @@ def test_every_spelling_of_a_price_is_one_level() -> None:
     for spelling in ("6513.2", "6513.20", "06513.200", "6513.2000"):
         side.set(spelling, "1", 10)
     assert len(side) == 1 and side.top(10) == [("6513.2000", "1")]
-    assert side.top_json(10) == b'[["6513.2000","1"]]'
+    assert orjson.dumps(side.top_json(10)) == b'[["6513.2000","1"]]'
     side.set("06513.20", "0", 10)
-    assert len(side) == 0 and side.top_json(10) == b"[]"
+    assert len(side) == 0 and orjson.dumps(side.top_json(10)) == b"[]"
 
 
 def test_prices_beyond_28_digits_stay_exact_on_both_sides() -> None:
@@ -249,3 +250,14 @@ def test_prices_beyond_28_digits_stay_exact_on_both_sides() -> None:
         assert len(side) == 2
         assert [p for p, _ in side.top(2)] == ([b, a] if bids else [a, b])
         assert side.best() == Decimal(b if bids else a)
+
+
+def test_top_json_is_kept_until_the_top_changes() -> None:
+    side = Side(bids=False)
+    for price in ("1", "2", "3"):
+        side.set(price, "1", 2)
+    first = side.top_json(2)
+    assert side.set("3", "5", 2) is False and side.top_json(2) is first  # beyond the top
+    for price, size in (("1", "2"), ("1.5", "1"), ("1", "0")):  # modify, insert, delete
+        assert side.set(price, size, 2) is True
+        assert orjson.dumps(side.top_json(2)) == orjson.dumps(side.top(2))
