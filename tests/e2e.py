@@ -119,7 +119,7 @@ def check_against_truth(sim: SimExchange, recs: list[dict[str, Any]], symbol: st
     checked = 0
     for after, span in spans(recs):
         books = [r for r in span if r["type"] == "book"]
-        assert books, "a span holds at least its snapshot"
+        assert books, f"a span holds at least its snapshot: after {after!r}: {span[:3]}"
         if api == "current":  # seq and event_id are the frame's last update id u
             assert all(r["seq"] == r["event_id"] and r["exchange_ms"] == r["exchange_ns"] // 10**6
                        for r in books)
