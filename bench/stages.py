@@ -9,6 +9,9 @@ over all of them, best of 5, and is reported in microseconds per frame (update):
 * `orjson.loads`: what the floor client does per frame;
 * `v1.parse`: frame -> `Update` of slotted dataclasses (validation included);
 * `book.apply`: `Book.apply` of every change of the frame (parsing not included);
+* `book.apply, 8 books interleaved`: the same over 8 books (other seeds) whose frames
+  take turns, as 8 symbols' do in the collector: each book is cold in the caches by its
+  next turn;
 * `render`: `records.book(...)` with `Side.top(10)` of both sides;
 * `stream.feed`: the whole pure core (`Stream.feed`, emit = every);
 * `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), what a
@@ -60,7 +63,7 @@ def best(fn: Callable[[], None], repeat: int = 5) -> float:
     return min(times)
 
 
-def measure(frames: list[bytes]) -> dict[str, Any]:
+def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
     from collector import records
     from collector.book import Book
     from collector.gemini.v1 import Change, parse
@@ -105,6 +108,27 @@ def measure(frames: list[bytes]) -> dict[str, Any]:
         apply()
         return time.perf_counter() - t
     us["book.apply (all changes of a frame)"] = min(timed_apply() for _ in range(5)) / n * 1e6
+
+    # The same work across 8 books, their changes interleaved as 8 symbols' frames arrive
+    # in the collector: each book's data is cold in the caches by its next turn.
+    others = [[parse(r) for r in make_frames(n // 8, depth, seed=seed)] for seed in range(2, 10)]
+
+    def timed_interleaved() -> float:
+        books = []
+        for frames_ in others:
+            b = Book()
+            for e in frames_[0].events:
+                b.apply(e.side, e.price, e.remaining, 10)  # type: ignore[union-attr]
+            books.append(b)
+        steps = list(zip(*(f[1:] for f in others)))  # frame i of every book, in turn
+        t = time.perf_counter()
+        for step in steps:
+            for b, u in zip(books, step):
+                for e in u.events:
+                    if type(e) is Change:
+                        b.apply(e.side, e.price, e.remaining, 10)
+        return (time.perf_counter() - t) / (len(steps) * len(books))
+    us["book.apply, 8 books interleaved"] = min(timed_interleaved() for _ in range(5)) * 1e6
 
     b = book_holder[0]
 
@@ -165,7 +189,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=2000)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    res = measure(make_frames(args.frames, args.depth))
+    res = measure(make_frames(args.frames, args.depth), args.depth)
     res["depth"] = args.depth
     print(f"{res['frames']} update frames, {res['depth']} levels per side, "
           f"{res['changes_per_frame']} changes and {res['mean_frame_bytes']:.0f} bytes per frame")
