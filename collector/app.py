@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from collector.backoff import TokenBucket
-from collector import config, logs
+from collector import book, config, logs
 from collector.config import Config
 from collector.feed import Feed
 from collector.health import Monitor
@@ -101,7 +101,7 @@ class App:
         for feed in self.feeds.values():
             self._start_feed(feed)
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
-                 url=self.cfg.feed.url)
+                 url=self.cfg.feed.url, book_core="C" if book.NATIVE else "Python")
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         self.monitor.stopping()

@@ -9,14 +9,29 @@ for index, a list holds the levels as [price text, size text]: top-N rendering i
 slice, with no lookups. A dict from the price's canonical text to its key and level
 finds an existing level with no Decimal at all (hashing a Decimal costs more than
 building one). The exchange's own text for price and size is kept for output.
+
+This is the reference. `collector/_fastbook.c` is the same side in C, plus the v1
+fast path (`Stream._one_change`) in C, built by `pip install` when a C compiler is
+there; the tests hold the two to the same records. `NATIVE` says which one the
+collector runs: the C one when built, unless COLLECTOR_PURE_PYTHON=1 is set.
 """
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from decimal import Decimal
+from types import ModuleType
 
 import orjson
+
+fastbook: ModuleType | None
+try:
+    from collector import _fastbook as fastbook
+except ImportError:  # built without a C compiler: the same records, slower
+    fastbook = None
+
+NATIVE = fastbook is not None and not os.environ.get("COLLECTOR_PURE_PYTHON")
 
 Level = tuple[str, str]  # (price text, size text) as the exchange wrote them
 
@@ -33,7 +48,7 @@ def canonical(text: str) -> str:
     return "0" + text if text[0] == "." else text
 
 
-class Side:
+class PySide:
     __slots__ = ("_keys", "_levels", "_index", "_bids", "_top_json")
 
     def __init__(self, bids: bool) -> None:
@@ -107,12 +122,16 @@ class Side:
         return self._top_json
 
 
+Side = fastbook.Side if NATIVE else PySide  # type: ignore[union-attr]
+
+
 class Book:
     __slots__ = ("bids", "asks")
 
-    def __init__(self) -> None:
-        self.bids = Side(bids=True)
-        self.asks = Side(bids=False)
+    def __init__(self, native: bool = NATIVE) -> None:
+        side = fastbook.Side if native else PySide  # type: ignore[union-attr]
+        self.bids = side(bids=True)
+        self.asks = side(bids=False)
 
     def apply(self, side: str, price: str, remaining: str, depth: int) -> bool:
         """Apply one v1 `change`; True if the top `depth` of either side changed."""
