@@ -1,17 +1,85 @@
-"""collector.book: exact Decimal-keyed levels, top-N, change detection, crossed check."""
+"""collector.book: exact Decimal-keyed levels, top-N, change detection, crossed check.
+
+Every test of a side or a book runs on both cores: the pure-Python reference (`PySide`) and
+the C one (`collector._fastbook.Side`). The C runs skip when it is not built, unless
+COLLECTOR_REQUIRE_NATIVE=1 (then they fail). tests/test_fastbook.py holds the two to each
+other op by op."""
 
 from __future__ import annotations
 
+import functools
+import os
 import random
+import subprocess
+import sys
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
 
-from collector.book import Book, Side, canonical
+from collector import book as book_module
+from collector.book import NATIVE, PySide, canonical, fastbook
+
+# --- both cores (imported by the other test files) ---------------------------------------------
+
+REQUIRE_NATIVE = os.environ.get("COLLECTOR_REQUIRE_NATIVE") == "1"
+# A skip when the C core is not built, unless it is required: then the test runs and fails.
+needs_native = pytest.mark.skipif(
+    fastbook is None and not REQUIRE_NATIVE,
+    reason="collector._fastbook is not built (no C compiler at `pip install`?); "
+           "COLLECTOR_REQUIRE_NATIVE=1 makes this a failure")
+# for @pytest.mark.parametrize("native", CORES): the Python core, then the C one
+CORES = [pytest.param(False, id="python"), pytest.param(True, id="native", marks=needs_native)]
+
+SideClass = Callable[..., Any]  # PySide or fastbook.Side
+BookClass = Callable[[], book_module.Book]
 
 
-def test_one_level_per_value_whatever_the_spelling() -> None:
+@pytest.fixture(params=CORES)
+def native(request: pytest.FixtureRequest) -> bool:
+    if request.param and fastbook is None:  # only when COLLECTOR_REQUIRE_NATIVE=1
+        pytest.fail("COLLECTOR_REQUIRE_NATIVE=1 but collector._fastbook is not built")
+    return bool(request.param)
+
+
+@pytest.fixture(name="Side")
+def _side_class(native: bool) -> SideClass:
+    return fastbook.Side if native else PySide  # type: ignore[union-attr]
+
+
+@pytest.fixture(name="Book")
+def _book_class(native: bool) -> BookClass:
+    return functools.partial(book_module.Book, native=native)
+
+
+def test_native_core_is_built_when_required() -> None:
+    if not REQUIRE_NATIVE:
+        pytest.skip("COLLECTOR_REQUIRE_NATIVE is not 1")
+    if fastbook is None:
+        try:
+            import collector._fastbook  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError as exc:
+            pytest.fail(f"COLLECTOR_REQUIRE_NATIVE=1 but collector._fastbook does not import: {exc}")
+    assert fastbook is not None
+
+
+def test_default_core_follows_native_and_the_pure_python_switch() -> None:
+    assert NATIVE == (fastbook is not None and not os.environ.get("COLLECTOR_PURE_PYTHON"))
+    want = fastbook.Side if NATIVE else PySide  # type: ignore[union-attr]
+    assert book_module.Side is want and type(book_module.Book().bids) is want
+    assert type(book_module.Book(native=False).asks) is PySide
+    env = {**os.environ, "COLLECTOR_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", "import collector.book as b; print(b.NATIVE)"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"
+
+
+# --- behaviour --------------------------------------------------------------------------------
+
+
+def test_one_level_per_value_whatever_the_spelling(Side: SideClass) -> None:
     side = Side(bids=False)
     assert side.set("6513.2", "1", 10) is True
     assert side.set("6513.20", "2", 10) is True
@@ -21,7 +89,7 @@ def test_one_level_per_value_whatever_the_spelling() -> None:
     assert len(side) == 0 and side.top(10) == []
 
 
-def test_remaining_replaces_the_level() -> None:
+def test_remaining_replaces_the_level(Side: SideClass) -> None:
     side = Side(bids=True)
     side.set("100", "1.5", 5)
     assert side.set("100", "0.25", 5) is True
@@ -29,14 +97,14 @@ def test_remaining_replaces_the_level() -> None:
     assert len(side) == 1
 
 
-def test_setting_the_same_text_again_changes_nothing() -> None:
+def test_setting_the_same_text_again_changes_nothing(Side: SideClass) -> None:
     side = Side(bids=True)
     side.set("100", "1.5", 5)
     assert side.set("100", "1.5", 5) is False
     assert side.top(5) == [("100", "1.5")]
 
 
-def test_same_value_other_size_spelling_is_a_visible_change() -> None:
+def test_same_value_other_size_spelling_is_a_visible_change(Side: SideClass) -> None:
     side = Side(bids=True)
     side.set("100", "1.5", 5)
     assert side.set("100", "1.50", 5) is True  # the rendered text changes
@@ -44,7 +112,7 @@ def test_same_value_other_size_spelling_is_a_visible_change() -> None:
 
 
 @pytest.mark.parametrize("zero", ["0", "0.00", "0.0", "00", "0.00000000"])
-def test_zero_in_any_spelling_removes(zero: str) -> None:
+def test_zero_in_any_spelling_removes(zero: str, Side: SideClass) -> None:
     side = Side(bids=False)
     side.set("1.5", "3", 10)
     side.set("2", "4", 10)
@@ -54,7 +122,7 @@ def test_zero_in_any_spelling_removes(zero: str) -> None:
 
 
 @pytest.mark.parametrize("zero", ["0", "0.00"])
-def test_removing_an_absent_level_is_a_no_op(zero: str) -> None:
+def test_removing_an_absent_level_is_a_no_op(zero: str, Side: SideClass) -> None:
     side = Side(bids=True)
     assert side.set("5", zero, 10) is False  # empty side
     side.set("4", "1", 10)
@@ -66,14 +134,14 @@ def test_removing_an_absent_level_is_a_no_op(zero: str) -> None:
     assert len(side) == 2
 
 
-def test_small_nonzero_sizes_are_not_zero() -> None:
+def test_small_nonzero_sizes_are_not_zero(Side: SideClass) -> None:
     side = Side(bids=True)
     for size in ("0.00000001", "10", "100.0", "0.10"):
         side.set("1", size, 1)
         assert side.top(1) == [("1", size)]
 
 
-def test_top_orders_bids_descending_and_asks_ascending() -> None:
+def test_top_orders_bids_descending_and_asks_ascending(Book: BookClass) -> None:
     book = Book()
     for p in ("99.5", "101", "100", "9", "100.25", "1000"):
         book.apply("bid", p, "1", 3)
@@ -86,12 +154,12 @@ def test_top_orders_bids_descending_and_asks_ascending() -> None:
     assert book.bids.best() == Decimal("1000") and book.asks.best() == Decimal("9")
 
 
-def test_empty_side() -> None:
+def test_empty_side(Side: SideClass) -> None:
     side = Side(bids=True)
     assert side.top(10) == [] and side.best() is None and len(side) == 0
 
 
-def test_changes_below_depth_are_not_top_changes() -> None:
+def test_changes_below_depth_are_not_top_changes(Side: SideClass) -> None:
     asks = Side(bids=False)
     assert asks.set("1", "1", 2) is True
     assert asks.set("2", "1", 2) is True
@@ -110,7 +178,7 @@ def test_changes_below_depth_are_not_top_changes() -> None:
     assert bids.set("3.5", "9", 2) is True
 
 
-def test_apply_routes_by_side() -> None:
+def test_apply_routes_by_side(Book: BookClass) -> None:
     book = Book()
     assert book.apply("bid", "10", "1", 10) is True
     assert book.apply("ask", "11", "2", 10) is True
@@ -119,7 +187,7 @@ def test_apply_routes_by_side() -> None:
     assert book.bids.top(10) == [("10", "1")]
 
 
-def test_crossed() -> None:
+def test_crossed(Book: BookClass) -> None:
     book = Book()
     assert not book.crossed()
     book.apply("bid", "100", "1", 10)
@@ -136,7 +204,7 @@ def test_crossed() -> None:
     assert not book.crossed()  # no asks left
 
 
-def test_decimal_ordering_is_exact_not_float() -> None:
+def test_decimal_ordering_is_exact_not_float(Side: SideClass) -> None:
     side = Side(bids=False)
     a, b = "0.30000000000000000001", "0.3"  # equal as floats
     side.set(a, "1", 10)
@@ -165,7 +233,7 @@ def _ref_top(ref: dict[Decimal, tuple[str, str]], bids: bool, depth: int) -> lis
 
 @pytest.mark.parametrize("bids", [True, False])
 @pytest.mark.parametrize("depth", [1, 3, 10, 50])
-def test_set_reports_top_changes_exactly(bids: bool, depth: int) -> None:
+def test_set_reports_top_changes_exactly(bids: bool, depth: int, Side: SideClass) -> None:
     rng = random.Random(20240917 + depth * 2 + bids)
     side = Side(bids=bids)
     ref: dict[Decimal, tuple[str, str]] = {}
@@ -201,7 +269,7 @@ def test_set_reports_top_changes_exactly(bids: bool, depth: int) -> None:
     assert outcomes[True] > 50 and outcomes[False] > 50, outcomes
 
 
-def test_random_book_crossed_matches_brute_force() -> None:
+def test_random_book_crossed_matches_brute_force(Book: BookClass) -> None:
     rng = random.Random(7)
     book = Book()
     ref: dict[str, dict[Decimal, str]] = {"bid": {}, "ask": {}}
@@ -230,7 +298,7 @@ def test_canonical_text(text: str, canon: str) -> None:
     assert canonical(text) == canon
 
 
-def test_every_spelling_of_a_price_is_one_level() -> None:
+def test_every_spelling_of_a_price_is_one_level(Side: SideClass) -> None:
     side = Side(bids=True)
     for spelling in ("6513.2", "6513.20", "06513.200", "6513.2000"):
         side.set(spelling, "1", 10)
@@ -240,7 +308,7 @@ def test_every_spelling_of_a_price_is_one_level() -> None:
     assert len(side) == 0 and orjson.dumps(side.top_json(10)) == b"[]"
 
 
-def test_prices_beyond_28_digits_stay_exact_on_both_sides() -> None:
+def test_prices_beyond_28_digits_stay_exact_on_both_sides(Side: SideClass) -> None:
     # Decimal arithmetic rounds to 28 significant digits; keys must never go through it
     a, b = "1.00000000000000000000000000000001", "1.00000000000000000000000000000002"
     for bids in (True, False):
@@ -252,7 +320,7 @@ def test_prices_beyond_28_digits_stay_exact_on_both_sides() -> None:
         assert side.best() == Decimal(b if bids else a)
 
 
-def test_top_json_is_kept_until_the_top_changes() -> None:
+def test_top_json_is_kept_until_the_top_changes(Side: SideClass) -> None:
     side = Side(bids=False)
     for price in ("1", "2", "3"):
         side.set(price, "1", 2)

@@ -20,6 +20,7 @@ from collector.stream import Counts, Stream, StreamBroken
 from tests.captures import (
     ALL_CAPTURES, CAPTURES, TEXT_CAPTURES, ZST_CAPTURE, Frame, read_capture, symbols, v1_frames,
 )
+from tests.test_book import needs_native
 
 DEPTH = 10
 
@@ -168,6 +169,22 @@ def test_capture_replays_exactly_with_respelled_decimals(name: str) -> None:
     # The captures never spell one price two ways (checked); here later changes do, so a level
     # set as "2368.6" and removed as "2368.600" must go, and zero comes as "0.0" or "00".
     _check_capture(name, respelled=True)
+
+
+@needs_native
+@pytest.mark.parametrize("name, respelled", [(n, False) for n in ALL_CAPTURES]
+                         + [(TEXT_CAPTURES[0], True), (ZST_CAPTURE, True)])
+def test_capture_native_and_python_cores_write_the_same_bytes(name: str, respelled: bool) -> None:
+    messages = _load(name)
+    frames = 0
+    for sym in symbols(messages):
+        c = Stream(sym, DEPTH, True, native=True)
+        py = Stream(sym, DEPTH, True, native=False)
+        for frame in v1_frames(messages, sym, respelled=respelled):
+            assert c.feed(frame.raw, frame.recv_ns) == py.feed(frame.raw, frame.recv_ns), sym
+        assert (c.expected, c.counts) == (py.expected, py.counts)
+        frames += c.expected
+    assert frames > 500
 
 
 def test_converter_shape() -> None:

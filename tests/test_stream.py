@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from collector.stream import Counts, Stream, StreamBroken
+from tests.test_book import CORES
 
 SYM = "BTCUSD"
 T0 = 1_700_000_000_000_000_000  # recv_ns
@@ -384,8 +385,9 @@ class CountingFast(Stream):
         return out
 
 
+@pytest.mark.parametrize("native", CORES)
 @pytest.mark.parametrize("emit_every", [False, True])
-def test_fast_path_writes_what_the_general_path_writes(emit_every: bool) -> None:
+def test_fast_path_writes_what_the_general_path_writes(emit_every: bool, native: bool) -> None:
     from collector.sim import frames as f
     from collector.sim.market import Market
     from collector.sim.symbols import spec_for
@@ -400,7 +402,8 @@ def test_fast_path_writes_what_the_general_path_writes(emit_every: bool) -> None
         ev = f.filtered_events(u, sub)
         if ev is not None:
             raws.append(f.update_frame(u, ev, len(raws)))
-    fast, slow = CountingFast("ETHUSD", 10, emit_every), GeneralOnly("ETHUSD", 10, emit_every)
+    fast = CountingFast("ETHUSD", 10, emit_every, native=native)
+    slow = GeneralOnly("ETHUSD", 10, emit_every, native=native)
     for i, raw in enumerate(raws):
         assert fast.feed(raw, T0 + i) == slow.feed(raw, T0 + i), i
     assert fast.fast > len(raws) // 2  # the fast path did most of the work
@@ -431,8 +434,9 @@ EDGE_FRAMES = [
 ]
 
 
+@pytest.mark.parametrize("native", CORES)
 @pytest.mark.parametrize("raw", EDGE_FRAMES, ids=range(len(EDGE_FRAMES)))
-def test_fast_path_edge_cases_match_the_general_path(raw: bytes) -> None:
+def test_fast_path_edge_cases_match_the_general_path(raw: bytes, native: bool) -> None:
     def outcome(s: Stream) -> Any:
         try:
             out = s.feed(raw, T0 + 1)
@@ -441,8 +445,8 @@ def test_fast_path_edge_cases_match_the_general_path(raw: bytes) -> None:
         assert s.book is not None
         return out, s.expected, s.counts, s.book.bids.top(10), s.book.asks.top(10)
 
-    fast = Stream(SYM, 10, True)
-    slow = GeneralOnly(SYM, 10, True)
+    fast = Stream(SYM, 10, True, native=native)
+    slow = GeneralOnly(SYM, 10, True, native=native)
     for s in (fast, slow):
         s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
     assert outcome(fast) == outcome(slow)
