@@ -31,6 +31,7 @@ import structlog
 
 from collector import __version__, records, segments
 from collector.config import OutputConfig
+from collector.linequeue import LineQueue
 from collector.metrics import WRITE_BOUNDS_S, Histogram
 
 log = structlog.get_logger("writer")
@@ -123,7 +124,7 @@ class Writer:
         self.period_s = out.rotate_s
         self.max_bytes = int(out.max_segment_mb * 2**20)
         self.config_dump = config_dump or {}
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(out.queue_size)
+        self.queue: LineQueue[tuple[str, bytes]] = LineQueue(out.queue_size)
         self.files: dict[str, SegmentFile] = {}
         self.last_book: dict[str, bytes | None] = {}  # carried into the next segment
         self.bytes_written: Counter[str] = Counter()
