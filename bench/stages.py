@@ -8,15 +8,17 @@ over all of them, best of 5, and is reported in microseconds per frame (update):
 
 * `orjson.loads`: what the floor client does per frame;
 * `v1.parse`: frame -> `Update` of slotted dataclasses (validation included);
-* `book.apply`: `Book.apply` of every change of the frame (parsing not included);
+* `book.apply`: `Book.apply` (the C side when built) of every change of the frame (parsing not included);
 * `book.apply, 8 books interleaved`: the same over 8 books (other seeds) whose frames
   take turns, as 8 symbols' do in the collector: each book is cold in the caches by its
   next turn;
 * `render`: `records.book(...)` with `Side.top(10)` of both sides;
-* `stream.feed`: the whole pure core (`Stream.feed`, emit = every);
+* `stream.feed`: the whole core (`Stream.feed`, emit = every), on the core the collector
+  runs (C when built) and on the pure-Python one;
 * `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), what a
   timeout around every `recv` would cost (the feed no longer does that);
-* `queue put+get`: one `Writer.put`-style `put_nowait` plus the writer's `get_nowait`.
+* `queue put+get`: one `Writer.offer`-style `put_nowait` plus the writer's `get_nowait`,
+  on asyncio.Queue and on the writer's `LineQueue`.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ def best(fn: Callable[[], None], repeat: int = 5) -> float:
 
 def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
     from collector import records
-    from collector.book import Book
+    from collector.book import NATIVE, Book
     from collector.gemini.v1 import Change, parse
+    from collector.linequeue import LineQueue
     from collector.stream import Stream
 
     updates = frames[1:]
@@ -138,15 +141,17 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
                          b.bids.top(10), b.asks.top(10))
     us["render (top 10 + records.book)"] = best(render) / n * 1e6
 
-    def run_stream() -> float:
-        feed = Stream("BTCUSD", 10, True).feed
+    def run_stream(native: bool) -> float:
+        feed = Stream("BTCUSD", 10, True, native=native).feed
         feed(frames[0], 1_764_559_146_000_000_000)  # the snapshot, not timed
         t = time.perf_counter()
         for i, r in enumerate(updates, 1):
             feed(r, 1_764_559_146_000_000_000 + i)
         return time.perf_counter() - t
 
-    us["stream.feed (parse + book + render)"] = min(run_stream() for _ in range(3)) / n * 1e6
+    us[f"stream.feed (parse + book + render), {'C' if NATIVE else 'Python'} core"] = min(
+        run_stream(NATIVE) for _ in range(3)) / n * 1e6
+    us["stream.feed, Python core"] = min(run_stream(False) for _ in range(3)) / n * 1e6
 
     async def timeouts() -> float:
         fut_done = asyncio.get_running_loop().create_future()
@@ -165,8 +170,7 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
             await fut_done
         return time.perf_counter() - t
 
-    async def queue() -> float:
-        q: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(10000)
+    async def queue(q: Any) -> float:
         t = time.perf_counter()
         for i in range(n):
             q.put_nowait(("BTCUSD", b"x"))
@@ -176,7 +180,10 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
     with asyncio.Runner(loop_factory=new_loop) as runner:
         us["asyncio.timeout enter+exit (uvloop)"] = max(0.0, min(
             runner.run(timeouts()) - runner.run(bare()) for _ in range(5))) / n * 1e6
-        us["queue put+get"] = min(runner.run(queue()) for _ in range(5)) / n * 1e6
+        us["queue put+get (asyncio.Queue)"] = min(
+            runner.run(queue(asyncio.Queue(10000))) for _ in range(5)) / n * 1e6
+        us["queue put+get (LineQueue, the writer's)"] = min(
+            runner.run(queue(LineQueue(10000))) for _ in range(5)) / n * 1e6
 
     out["us_per_frame"] = {k: round(v, 3) for k, v in us.items()}
 
