@@ -11,7 +11,6 @@ COLLECTOR_REQUIRE_NATIVE=1 (tests/test_book.py).
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from decimal import Decimal
@@ -23,7 +22,7 @@ import pytest
 from collector.book import Book, PySide, fastbook
 from collector.stream import Counts, Stream, StreamBroken
 from tests.test_book import needs_native
-from tests.test_stream import EDGE_FRAMES, SNAPSHOT_EVENTS, T0, chg, trade, upd
+from tests.test_stream import EDGE_FRAMES, SNAPSHOT_EVENTS, T0, chg, sim_frames, trade, upd
 
 pytestmark = needs_native
 
@@ -243,25 +242,6 @@ def _same_state(c: Recorded, py: Recorded) -> None:
         assert type(c.book.bids) is fastbook.Side and type(py.book.bids) is PySide  # type: ignore[union-attr]
         for a, b in ((c.book.bids, py.book.bids), (c.book.asks, py.book.asks)):
             assert a.top(len(b) + 1) == b.top(len(b) + 1)
-
-
-@functools.cache
-def sim_frames() -> tuple[bytes, ...]:
-    from collector.sim import frames as f
-    from collector.sim.market import Market
-    from collector.sim.symbols import spec_for
-
-    m = Market(spec_for("ETHUSD"), 7, 200)
-    sub = f.Subscription(heartbeat=True)
-    raws = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
-    clock = 1_764_559_146_000
-    while len(raws) < 3000:
-        u = m.step(clock)
-        clock += 1
-        ev = f.filtered_events(u, sub)
-        if ev is not None:
-            raws.append(f.update_frame(u, ev, len(raws)))
-    return tuple(raws)
 
 
 @pytest.mark.parametrize("emit_every", [False, True], ids=["change", "every"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -365,6 +366,25 @@ def test_non_ascii_zero_remaining_must_not_leave_a_level() -> None:
     assert rec["bids"] == [["99.5", "3"], ["98", "5"]]
 
 
+@functools.cache
+def sim_frames() -> tuple[bytes, ...]:
+    from collector.sim import frames as f
+    from collector.sim.market import Market
+    from collector.sim.symbols import spec_for
+
+    m = Market(spec_for("ETHUSD"), 7, 200)
+    sub = f.Subscription(heartbeat=True)
+    raws = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
+    clock = 1_764_559_146_000
+    while len(raws) < 3000:
+        u = m.step(clock)
+        clock += 1
+        ev = f.filtered_events(u, sub)
+        if ev is not None:
+            raws.append(f.update_frame(u, ev, len(raws)))
+    return tuple(raws)
+
+
 # --- the one-change fast path ---------------------------------------------------------------
 
 class GeneralOnly(Stream):
@@ -388,20 +408,7 @@ class CountingFast(Stream):
 @pytest.mark.parametrize("native", CORES)
 @pytest.mark.parametrize("emit_every", [False, True])
 def test_fast_path_writes_what_the_general_path_writes(emit_every: bool, native: bool) -> None:
-    from collector.sim import frames as f
-    from collector.sim.market import Market
-    from collector.sim.symbols import spec_for
-
-    m = Market(spec_for("ETHUSD"), 7, 200)
-    sub = f.Subscription(heartbeat=True)
-    raws = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
-    clock = 1_764_559_146_000
-    while len(raws) < 3000:
-        u = m.step(clock)
-        clock += 1
-        ev = f.filtered_events(u, sub)
-        if ev is not None:
-            raws.append(f.update_frame(u, ev, len(raws)))
+    raws = sim_frames()
     fast = CountingFast("ETHUSD", 10, emit_every, native=native)
     slow = GeneralOnly("ETHUSD", 10, emit_every, native=native)
     for i, raw in enumerate(raws):
