@@ -368,21 +368,10 @@ def test_non_ascii_zero_remaining_must_not_leave_a_level() -> None:
 
 @functools.cache
 def sim_frames() -> tuple[bytes, ...]:
-    from collector.sim import frames as f
-    from collector.sim.market import Market
-    from collector.sim.symbols import spec_for
+    """3,000 frames of the simulator's ETHUSD market at 200 levels: the snapshot, then updates."""
+    from bench.stages import make_frames
 
-    m = Market(spec_for("ETHUSD"), 7, 200)
-    sub = f.Subscription(heartbeat=True)
-    raws = [f.snapshot_frame(m.spec, m.bids, m.asks, m.event_id, sub, 0)]
-    clock = 1_764_559_146_000
-    while len(raws) < 3000:
-        u = m.step(clock)
-        clock += 1
-        ev = f.filtered_events(u, sub)
-        if ev is not None:
-            raws.append(f.update_frame(u, ev, len(raws)))
-    return tuple(raws)
+    return tuple(make_frames(2999, 200, "ETHUSD", seed=7))
 
 
 # --- the one-change fast path ---------------------------------------------------------------
