@@ -126,6 +126,47 @@ async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
     assert [r["n"] for r in body(tmp_path / "ETHUSD" / "current.jsonl")] == [0]
 
 
+async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch):
+    """After a batch of LINGER_ITEMS or more the writer waits LINGER_S before taking the
+    next, so lines that come meanwhile share one write; after a small batch it does not."""
+    real = os.write
+    writes: list[list[int]] = []  # the n of every record in each write
+
+    def recording_write(fd, data):
+        writes.append([orjson.loads(line).get("n") for line in bytes(data).splitlines()])
+        return real(fd, data)
+
+    monkeypatch.setattr(writer_mod, "_os_write", recording_write)
+    monkeypatch.setattr(writer_mod, "LINGER_S", 0.3)
+    w = Writer(out_config(tmp_path))
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.started.wait(), 10)
+
+    async def written(n):
+        while not any(n in ns for ns in writes):
+            await asyncio.sleep(0.002)
+
+    async def spaced(first, last):  # one line each, 50 ms apart
+        for n in range(first, last):
+            await w.put("BTCUSD", rec("BTCUSD", n))
+            await asyncio.sleep(0.05)
+
+    await spaced(0, 3)  # small batches: each line written on its own
+    await written(2)
+    for n in range(100, 100 + writer_mod.LINGER_ITEMS):  # one large batch, queued at once
+        w.offer("BTCUSD", rec("BTCUSD", n))
+    await written(100 + writer_mod.LINGER_ITEMS - 1)
+    await spaced(200, 203)  # within the 0.3 s linger: one write
+    await written(202)
+    await spaced(300, 303)  # that batch was small again: no linger
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+    body_writes = [ns for ns in writes if None not in ns]  # the header's write has no n
+    assert body_writes[:3] == [[0], [1], [2]]
+    assert body_writes[3] == list(range(100, 100 + writer_mod.LINGER_ITEMS))
+    assert body_writes[4:] == [[200, 201, 202], [300], [301], [302]]
+
+
 async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
     synced = []
     real = os.fsync
