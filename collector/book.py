@@ -11,7 +11,7 @@ finds an existing level with no Decimal at all (hashing a Decimal costs more tha
 building one). The exchange's own text for price and size is kept for output.
 
 This is the reference. `collector/_fastbook.c` is the same side in C, plus the v1
-fast path (`Stream._one_change`) in C, built by `pip install` when a C compiler is
+fast path (`Stream._fast_native`) in C, built by `pip install` when a C compiler is
 there; the tests hold the two to the same records. `NATIVE` says which one the
 collector runs: the C one when built, unless COLLECTOR_PURE_PYTHON=1 is set.
 """

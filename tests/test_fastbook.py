@@ -3,9 +3,9 @@
 The side against `collector.book.PySide` on seeded random `set` sequences over a price ladder
 built to hit what the C key does differently from a Decimal (respellings of one value, values
 below 1, more than 17 significant digits, integer parts of 28 to 40 digits); `change` (updates
-of up to 16 changes and trades) against `Stream._one_change_py` and the general path, through
-whole Streams (`native=True` against `native=False`) on simulator frames, random frames that
-respell, cross and break, and edge frames. Skipped when the C core is not built, unless
+of up to 16 changes and trades, read from the frame's bytes) against `Stream._fast_py` and the
+general path, through whole Streams (`native=True` against `native=False`) on simulator frames,
+random frames that respell, cross and break, edge frames, and frames with bytes broken. Skipped when the C core is not built, unless
 COLLECTOR_REQUIRE_NATIVE=1 (tests/test_book.py).
 """
 
@@ -193,8 +193,9 @@ def test_random_crossed_is_the_same_on_both_cores() -> None:
 
 
 # --- whole Streams: native=True against native=False ---------------------------------------------
-# The native Stream's `_one_change` is `fastbook.change`, which takes updates of up to 16 changes
-# and trades; the Python one takes one change in Python and leaves the rest to the general path.
+# The native Stream's fast path is `fastbook.change`, which reads updates of up to 16 changes and
+# trades from their bytes; the Python one takes one change from orjson's dict and leaves the rest
+# to the general path.
 
 class Latencies(list[int]):
     """A Counts.latency that records what it is given."""
@@ -214,8 +215,8 @@ class Recorded(Stream):
         super().__init__(symbol, depth, emit_every, self.unknown.append,
                          Counts(latency=Latencies()), native)  # type: ignore[arg-type]
 
-    def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
-        out = super()._one_change(msg, recv_ns)
+    def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
+        out = super()._fast_native(raw, recv_ns)
         self.fast += out is not None
         return out
 
@@ -447,17 +448,56 @@ def test_streams_agree_on_a_symbol_that_needs_escaping(symbol: str) -> None:
     assert out[1].startswith(b'{"type":"book","symbol":' + orjson.dumps(symbol) + b',"seq":1,')
 
 
+_BASE = {"type": "update", "socket_sequence": 1, "eventId": 5, "timestampms": 5,
+         "events": [chg("bid", "100.5", "1")]}
+_COMPACT = orjson.dumps(_BASE)
+
+
 @pytest.mark.parametrize("raw, taken", [
-    (_edge({"eventId": 2**63 - 1}), True),
-    (_edge({"eventId": 2**63}), False),
-    (_edge({"timestampms": -(2**63)}), True),
+    # the C path reads integers of up to 18 digits itself; longer ones are the general path's
+    (_edge({"eventId": 10**18 - 1}), True),
+    (_edge({"eventId": 10**18}), False),
+    (_edge({"eventId": 2**63 - 1}), False),
+    (_edge({"timestampms": -(10**18 - 1)}), True),
+    (_edge({"timestampms": -(2**63)}), False),
     (_edge({"timestampms": None}), False),
-    (_edge({"events": [_tr(), _tr(tid=2**63 - 1)]}), True),
-    (_edge({"events": [_tr(tid=2**63)]}), False),
+    (_edge({"events": [_tr(), _tr(tid=10**18 - 1)]}), True),
+    (_edge({"events": [_tr(tid=2**63 - 1)]}), False),
     (_edge({"events": [_tr(type="block_trade")]}), False),
     (_edge({"events": [_tr(tid=i) if i % 2 else chg("bid", f"{80 + i}.5", "1") for i in range(16)]}), True),
     (_edge({"events": [_tr(tid=i) if i % 2 else chg("bid", f"{80 + i}.5", "1") for i in range(17)]}), False),
     (_edge({"events": []}), False),
+    # what the C reader takes: compact or spaced, keys in any order, unknown simple values
+    (_COMPACT, True),
+    (json.dumps(_BASE, indent=2).encode(), True),
+    (b" \t\r\n" + _COMPACT + b"\n ", True),
+    (orjson.dumps(dict(reversed(_BASE.items()))), True),
+    (_edge({"timestamp": 5, "x": True, "y": False, "z": None, "w": "", "v": -0}), True),
+    (_edge({"events": [{**chg("bid", "100.5", "1"), "delta": "0.5", "reason": "place"}]}), True),
+    # what it leaves to the general path (the same records come out)
+    (_COMPACT.replace(b'"place"', '"pl\u00e4ce"'.encode()), False),  # non-ASCII
+    (_COMPACT.replace(b'"place"', b'"pl\\u0061ce"'), False),  # an escape
+    (_COMPACT.replace(b'"type":"update"', b'"t\\u0079pe":"update"'), False),  # in a key
+    (_COMPACT.replace(b'"remaining":"1"', b'"remaining":"1","remaining":"2"'), False),
+    (_COMPACT.replace(b'"eventId":5', b'"eventId":5,"eventId":6'), False),
+    (_COMPACT.replace(b'"side":"bid"', b'"side":"ask","side":"bid"'), False),
+    (_edge({"x": 1.5}), False),
+    (_edge({"x": 1e3}), False),
+    (_edge({"x": [1]}), False),
+    (_edge({"x": {}}), False),
+    (_edge({"events": [{**chg("bid", "100.5", "1"), "x": [1]}]}), False),
+    (_COMPACT + b"x", False),  # not JSON: invalid either way
+    (_COMPACT[:-1], False),
+    (_COMPACT.replace(b'"eventId":5', b'"eventId":05'), False),
+    (_COMPACT.replace(b'"eventId":5', b'"eventId":\x005'), False),  # a NUL is not whitespace
+    (_COMPACT.replace(b'"eventId":5', b'"eventId":+5'), False),
+    (_COMPACT.replace(b'"eventId":5', b'"eventId":5.'), False),
+    (_COMPACT.replace(b"[", b"[,"), False),
+    (_COMPACT.replace(b"}]", b"},]"), False),
+    (_COMPACT.replace(b"}]", b"}],"), False),
+    (_COMPACT.replace(b'"type":"update"', b'"type":"update",'), False),
+    (b"[" + _COMPACT + b"]", False),
+    (b"\x0c" + _COMPACT, False),  # a form feed is not JSON whitespace
 ])
 def test_which_frames_the_c_path_takes(raw: bytes, taken: bool) -> None:
     """The differential tests hold whatever the C path takes to the Python records; this
@@ -465,5 +505,45 @@ def test_which_frames_the_c_path_takes(raw: bytes, taken: bool) -> None:
     c, py = _streams("BTCUSD", 10, True)
     for s in (c, py):
         s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
-    assert c.feed(raw, T0 + 1) == py.feed(raw, T0 + 1)
+    assert _outcome(c, raw, T0 + 1) == _outcome(py, raw, T0 + 1)
     assert c.fast == taken
+
+
+_JSON_BYTES = b' \t\n"\\,:{}[]0123456789-+.eE' + "\u00e4".encode() + b"\x00\x7f\xff"
+
+
+def _mutate(raw: bytes, rng: random.Random) -> bytes:
+    """One to three byte edits: insert, delete or replace, mostly with bytes JSON cares about."""
+    b = bytearray(raw)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(b) + 1)
+        new = bytes([rng.choice(_JSON_BYTES)]) if rng.random() < 0.8 else rng.randbytes(1)
+        op = rng.random()
+        if op < 0.4 or i == len(b):
+            b[i:i] = new
+        elif op < 0.7:
+            del b[i]
+        else:
+            b[i:i + 1] = new
+    return bytes(b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_streams_agree_on_frames_with_bytes_broken(seed: int) -> None:
+    """The C reader against orjson and the general path: frames the fuzz generator makes,
+    each with a few bytes inserted, deleted or replaced, most of them breaking the JSON
+    and some only respelling it. Whatever the outcome (records, invalid, gap), it is the
+    same on both cores."""
+    gen, rng = RandomFrames(f"bytes:{seed}"), random.Random(seed)
+    outcomes: dict[str, int] = {"fast": 0, "same": 0, "broken": 0}
+    for i in range(2000):
+        c, py = _streams("BTCUSD", 5, True)
+        for s in (c, py):
+            s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
+        raw = _mutate(gen.frame(1), rng)
+        got = _outcome(c, raw, T0 + i)
+        assert got == _outcome(py, raw, T0 + i), raw
+        _same_state(c, py)
+        outcomes["fast" if c.fast else "broken" if type(got) is tuple else "same"] += 1
+    # the edits leave enough frames valid that the C reader takes some and declines others
+    assert outcomes["fast"] > 50 and outcomes["same"] > 50 and outcomes["broken"] > 1000, outcomes

@@ -377,21 +377,29 @@ def sim_frames() -> tuple[bytes, ...]:
 # --- the one-change fast path ---------------------------------------------------------------
 
 class GeneralOnly(Stream):
-    """A Stream with the fast path off: every frame through `parse_object` and `_events`."""
+    """A Stream with the fast paths off: every frame through `parse_object` and `_events`."""
 
     __slots__ = ()
 
-    def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
+    def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
+        return None
+
+    def _fast_py(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
         return None
 
 
 class CountingFast(Stream):
     __slots__ = ("fast",)
 
-    def _one_change(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
-        out = super()._one_change(msg, recv_ns)
+    def _counted(self, out: bytes | None) -> bytes | None:
         self.fast = getattr(self, "fast", 0) + (out is not None)
         return out
+
+    def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
+        return self._counted(super()._fast_native(raw, recv_ns))
+
+    def _fast_py(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
+        return self._counted(super()._fast_py(msg, recv_ns))
 
 
 @pytest.mark.parametrize("native", CORES)
