@@ -18,7 +18,8 @@ import pytest
 
 from collector.stream import Counts, Stream, StreamBroken
 from tests.captures import (
-    ALL_CAPTURES, CAPTURES, TEXT_CAPTURES, ZST_CAPTURE, Frame, read_capture, symbols, v1_frames,
+    ALL_CAPTURES, CAPTURES, TEXT_CAPTURES, V1_EXCERPTS, ZST_CAPTURE, Frame, read_capture, symbols,
+    v1_frames,
 )
 from tests.test_book import needs_native
 
@@ -185,6 +186,26 @@ def test_capture_native_and_python_cores_write_the_same_bytes(name: str, respell
         assert (c.expected, c.counts) == (py.expected, py.counts)
         frames += c.expected
     assert frames > 500
+
+
+@needs_native
+def test_real_v1_update_frames_take_the_c_path() -> None:
+    """The C fast path reads the frames' bytes itself; the exchange's own v1 frames (their key
+    order, `timestamp`, a `symbol` in each event) must be ones it takes, not leave to orjson."""
+    from collector.book import fastbook
+
+    updates = 0
+    for path in sorted(V1_EXCERPTS.glob("*.jsonl")):
+        for raw in path.read_bytes().splitlines():
+            msg = orjson.loads(raw)
+            if msg["type"] != "update" or "timestampms" not in msg:  # heartbeats, snapshots
+                continue
+            bids, asks = fastbook.Side(bids=True), fastbook.Side(bids=False)  # type: ignore[union-attr]
+            out = fastbook.change(raw, msg["socket_sequence"], bids, asks, DEPTH, True,  # type: ignore[union-attr]
+                                  b'"BTCUSD"', 1_700_000_000_000_000_000, Counts())
+            assert type(out) is bytes and out.endswith(b"}\n"), (path.name, raw)
+            updates += 1
+    assert updates >= 30
 
 
 def test_converter_shape() -> None:
