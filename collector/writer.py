@@ -44,9 +44,10 @@ _os_write = os.write  # seam: tests inject ENOSPC and short writes here
 _BOOK = b'{"type":"book"'
 _RESYNC = b'{"type":"resync"'
 FREE_CHECK_S = 5.0
-# A batch of LINGER_ITEMS queue items (frames) or more: the next gathers for LINGER_S.
-# At 8 symbols at the simulator's full rate this cut the collector's CPU per update by
-# about a fifth (bench/README.md); at 5,000 updates/s batches stay far smaller.
+# A batch of LINGER_ITEMS queue items (frames) or more: the next gathers for LINGER_S,
+# unless a whole batch is queued already (lingering then would only fall further
+# behind). At 8 symbols at the simulator's full rate this cut the collector's CPU per
+# update by about a fifth (bench/README.md); at 5,000 updates/s batches stay far smaller.
 LINGER_ITEMS = 64
 LINGER_S = 0.002
 
@@ -191,7 +192,7 @@ class Writer:
                 except TimeoutError:
                     await loop.run_in_executor(self._thread, self._housekeeping, {})
                     continue
-                if busy:
+                if busy and queue.qsize() < self.out.batch_max:  # behind: no time to lose
                     await asyncio.sleep(LINGER_S)
                 batch: dict[str, list[bytes]] = defaultdict(list)
                 taken = 0

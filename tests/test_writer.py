@@ -1,6 +1,7 @@
 import asyncio
 import errno
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -165,6 +166,28 @@ async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch):
     assert body_writes[:3] == [[0], [1], [2]]
     assert body_writes[3] == list(range(100, 100 + writer_mod.LINGER_ITEMS))
     assert body_writes[4:] == [[200, 201, 202], [300], [301], [302]]
+
+
+async def test_no_linger_while_a_whole_batch_is_queued(tmp_path, monkeypatch):
+    """Behind by a batch or more, the writer does not linger: it would fall further behind."""
+    real = os.write
+    written_at: list[float] = []
+
+    def timed_write(fd, data):
+        written_at.append(time.monotonic())
+        return real(fd, data)
+
+    monkeypatch.setattr(writer_mod, "_os_write", timed_write)
+    monkeypatch.setattr(writer_mod, "LINGER_S", 0.5)
+    w = Writer(out_config(tmp_path, batch_max=writer_mod.LINGER_ITEMS))
+    lines = 3 * writer_mod.LINGER_ITEMS + 10  # three whole batches and a bit, queued at once
+    for n in range(lines):
+        w.offer("BTCUSD", rec("BTCUSD", n))
+    await run_writer(w, [])
+    assert [r["n"] for r in body(tmp_path / "BTCUSD" / "current.jsonl")] == list(range(lines))
+    assert len(written_at) == 5  # the header, then one write per batch
+    assert written_at[3] - written_at[1] < 0.4  # two batches later: no 0.5 s linger between
+    assert written_at[4] - written_at[3] >= 0.5  # less than a batch was left: it lingered
 
 
 async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
