@@ -22,7 +22,7 @@ import orjson
 
 from bench.common import dump_arrays, run_until_signal
 
-QUERY = "heartbeat=true&bids=true&offers=true&trades=true&top_of_book=false"
+QUERY = "heartbeat=true&bids=true&offers=true&trades=true&auctions=true&top_of_book=false"
 
 
 class Tally:

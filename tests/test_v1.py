@@ -45,7 +45,7 @@ def test_stream_url_sends_every_filter_explicitly(trades: bool) -> None:
     assert len(names) == len(set(names)), pairs
     params = dict(pairs)
     want = {"heartbeat": "true", "bids": "true", "offers": "true",
-            "trades": "true" if trades else "false", "top_of_book": "false"}
+            "trades": "true" if trades else "false", "auctions": "true", "top_of_book": "false"}
     assert {k: params.get(k) for k in want} == want
 
 

@@ -22,10 +22,12 @@ _SAMPLE_CHARS = 200
 
 
 def stream_url(base: str, symbol: str, trades: bool) -> str:
-    """Every filter explicit: the two doc generations disagree on defaults."""
+    """Every filter explicit: the two doc generations disagree on defaults (under the
+    older one, a type whose flag is left out is not sent once any flag is given; the
+    current page no longer lists `auctions`, PROTOCOL.md 1.2)."""
     return (
         f"{base.rstrip('/')}/{symbol}?heartbeat=true&bids=true&offers=true"
-        f"&trades={'true' if trades else 'false'}&top_of_book=false"
+        f"&trades={'true' if trades else 'false'}&auctions=true&top_of_book=false"
     )
 
 
