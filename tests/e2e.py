@@ -117,8 +117,17 @@ def check_against_truth(sim: SimExchange, recs: list[dict[str, Any]], symbol: st
     truth = sim.truth(symbol)
     log = truth.log
     checked = 0
-    for after, span in spans(recs):
+    all_spans = spans(recs)
+    for i, (after, span) in enumerate(all_spans):
         books = [r for r in span if r["type"] == "book"]
+        if not books and after == "dropped":
+            # A full disk still takes a short write now and then (it fits in the slack of
+            # the file's last block, or compressing a closed segment just freed a little):
+            # a trade alone between two losses, each marked (tests/test_scenario.py, seen
+            # once in ten runs under CPU load). No book to check it against.
+            assert all(r["type"] in ("trade", "auction") for r in span), span[:3]
+            assert all_spans[i + 1][0] == "dropped", "the next loss ends it"
+            continue
         assert books, f"a span holds at least its snapshot: after {after!r}: {span[:3]}"
         if api == "current":  # seq and event_id are the frame's last update id u
             assert all(r["seq"] == r["event_id"] and r["exchange_ms"] == r["exchange_ns"] // 10**6
