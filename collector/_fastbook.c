@@ -539,11 +539,11 @@ scan_int(Scan *sc, long long *v)
     int neg = sc->p < sc->end && *sc->p == '-';
     const char *a = sc->p + neg, *e = a;
     long long x = 0;
-    while (e < sc->end && is_digit(*e) && e - a < MAX_INT_DIGITS + 1)
+    while (e < sc->end && is_digit(*e) && e - a < MAX_INT_DIGITS) /* never overflows */
         x = x * 10 + (*e++ - '0');
     Py_ssize_t n = e - a;
-    if (n == 0 || n > MAX_INT_DIGITS || (n > 1 && *a == '0'))
-        return 0; /* what may follow (not '.', 'e'...) the caller's grammar checks */
+    if (n == 0 || (n > 1 && *a == '0'))
+        return 0; /* a 19th digit, '.', 'e' after it: the caller's grammar rejects them */
     sc->p = e;
     *v = neg ? -x : x;
     return 1;
