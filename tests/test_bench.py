@@ -18,6 +18,7 @@ import pytest
 from bench.loopmarket import LoopMarket
 from bench.profile import summarise
 from bench.run import percentiles, symbols_for
+from bench.simproc import frame
 from collector.sim.market import Market
 from collector.sim.symbols import spec_for
 from collector.stream import Stream
@@ -106,3 +107,13 @@ def test_percentiles_and_symbols() -> None:
     syms = symbols_for(100)
     assert len(set(syms)) == 100 and syms[0] == "BTCUSD"
     assert all(orjson.loads(orjson.dumps(s)) == s for s in syms)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("text", [True, False])
+def test_preframed_sends_are_the_bytes_websockets_writes(size: int, text: bool) -> None:
+    from websockets.frames import Frame, Opcode
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    want = Frame(Opcode.TEXT if text else Opcode.BINARY, data).serialize(mask=False, extensions=[])
+    assert frame(data, text) == want
