@@ -76,31 +76,26 @@ class PySide:
             i = bisect_left(keys, found[0])
             del keys[i]
             del self._levels[i]
-            if len(keys) - i >= depth:  # its distance from the best level
-                return False
-            self._top_json = None
-            return True
-        if found is not None:
+            changed = len(keys) - i < depth  # its distance from the best level
+        elif found is not None:
             key, level = found
             if level[1] == size and level[0] == price:
                 return False
             level[0], level[1] = price, size
             # in the top `depth` iff at least as good as the depth-th best key (no bisect)
-            if len(keys) > depth and key < keys[-depth]:
-                return False
+            changed = len(keys) <= depth or key >= keys[-depth]
+        else:
+            # from text, not `-Decimal(...)`: unary minus rounds to the context's 28 digits
+            key = Decimal(price) if self._bids else Decimal("-" + price)
+            level = [price, size]
+            self._index[canon] = (key, level)
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            self._levels.insert(i, level)
+            changed = len(keys) - 1 - i < depth
+        if changed:
             self._top_json = None
-            return True
-        # from text, not `-Decimal(...)`: unary minus rounds to the context's 28 digits
-        key = Decimal(price) if self._bids else Decimal("-" + price)
-        level = [price, size]
-        self._index[canon] = (key, level)
-        i = bisect_left(keys, key)
-        keys.insert(i, key)
-        self._levels.insert(i, level)
-        if len(keys) - 1 - i >= depth:
-            return False
-        self._top_json = None
-        return True
+        return changed
 
     def best(self) -> Decimal | None:
         if not self._keys:
@@ -122,14 +117,19 @@ class PySide:
         return self._top_json
 
 
-Side = fastbook.Side if NATIVE else PySide  # type: ignore[union-attr]
+def side_class(native: bool) -> type:
+    """The C side (collector/_fastbook.c) or the Python reference."""
+    return fastbook.Side if native else PySide  # type: ignore[union-attr]
+
+
+Side = side_class(NATIVE)
 
 
 class Book:
     __slots__ = ("bids", "asks")
 
     def __init__(self, native: bool = NATIVE) -> None:
-        side = fastbook.Side if native else PySide  # type: ignore[union-attr]
+        side = side_class(native)
         self.bids = side(bids=True)
         self.asks = side(bids=False)
 

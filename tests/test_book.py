@@ -46,7 +46,7 @@ def native(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(name="Side")
 def _side_class(native: bool) -> SideClass:
-    return fastbook.Side if native else PySide  # type: ignore[union-attr]
+    return book_module.side_class(native)
 
 
 @pytest.fixture(name="Book")
