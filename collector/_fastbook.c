@@ -275,6 +275,15 @@ side_set(SideObject *s, PyObject *price, const Num *p, PyObject *size, const Num
     return 1;
 }
 
+static char *
+put(char *w, const char *s, Py_ssize_t len)
+{
+    memcpy(w, s, (size_t)len);
+    return w + len;
+}
+
+#define PUT(w, lit) put((w), (lit), sizeof(lit) - 1)
+
 /* The top `depth` levels as JSON, [["price","size"],...], kept until a set() changes
  * the top. NULL (MemoryError) on failure. */
 static const char *
@@ -304,14 +313,9 @@ top_json(SideObject *s, Py_ssize_t depth, Py_ssize_t *len)
             const char *dp = ascii(l->price, &lp), *dq = ascii(l->size, &lq);
             if (k)
                 *w++ = ',';
-            memcpy(w, "[\"", 2);
-            memcpy(w + 2, dp, (size_t)lp);
-            w += 2 + lp;
-            memcpy(w, "\",\"", 3);
-            memcpy(w + 3, dq, (size_t)lq);
-            w += 3 + lq;
-            memcpy(w, "\"]", 2);
-            w += 2;
+            w = put(PUT(w, "[\""), dp, lp);
+            w = put(PUT(w, "\",\""), dq, lq);
+            w = PUT(w, "\"]");
         }
         *w++ = ']';
         s->top_len = w - s->top;
@@ -709,15 +713,6 @@ put_int(char *w, long long v)
         *w++ = tmp[--k];
     return w;
 }
-
-static char *
-put(char *w, const char *s, Py_ssize_t len)
-{
-    memcpy(w, s, (size_t)len);
-    return w + len;
-}
-
-#define PUT(w, lit) put((w), (lit), sizeof(lit) - 1)
 
 static char *
 put_text(char *w, const Text *t)
