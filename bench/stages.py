@@ -12,8 +12,8 @@ over all of them, best of 5, and is reported in microseconds per frame (update):
 * `book.apply, 8 books interleaved`: the same over 8 books (other seeds) whose frames
   take turns, as 8 symbols' do in the collector: each book is cold in the caches by its
   next turn;
-* `render`: `records.book(...)` with `Side.top(10)` of both sides;
-* `stream.feed`: the whole core (`Stream.feed`, emit = every), on the core the collector
+* `render`: `format.book(...)` with `Side.top(10)` of both sides;
+* `stream.feed`: the whole core (`V1Stream.feed`, emit = every), on the core the collector
   runs (C when built) and on the pure-Python one;
 * `asyncio.timeout`: entering and leaving `asyncio.timeout(15)` once (uvloop), what a
   timeout around every `recv` would cost (the feed no longer does that);
@@ -66,11 +66,11 @@ def best(fn: Callable[[], None], repeat: int = 5) -> float:
 
 
 def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
-    from collector import records
-    from collector.book import NATIVE, Book
+    from collector import format
+    from collector.book import HAVE_NATIVE as NATIVE, Book
     from collector.gemini.v1 import Change, parse
     from collector.linequeue import LineQueue
-    from collector.stream import Stream
+    from collector.v1_stream import V1Stream
 
     updates = frames[1:]
     n = len(updates)
@@ -137,12 +137,12 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
 
     def render() -> None:
         for u in ups:
-            records.book("BTCUSD", u.seq, u.event_id, u.timestamp_ms, 1_764_559_146_000_000_000,
+            format.book("BTCUSD", u.seq, u.event_id, u.timestamp_ms, 1_764_559_146_000_000_000,
                          b.bids.top(10), b.asks.top(10))
-    us["render (top 10 + records.book)"] = best(render) / n * 1e6
+    us["render (top 10 + format.book)"] = best(render) / n * 1e6
 
     def run_stream(native: bool) -> float:
-        feed = Stream("BTCUSD", 10, True, native=native).feed
+        feed = V1Stream("BTCUSD", 10, True, native=native).feed
         feed(frames[0], 1_764_559_146_000_000_000)  # the snapshot, not timed
         t = time.perf_counter()
         for i, r in enumerate(updates, 1):

@@ -11,9 +11,10 @@
  * of more than 17 digits, rare) are ordered by comparing the texts digit by digit.
  * Prices must be plain decimals ([0-9]+(.[0-9]+)?), as the feed validates them.
  *
- * `change()` is the Stream's fast path (collector/stream.py) in C: the common update
+ * `change()` is V1Stream's fast path (collector/v1_stream.py) in C: the common update
  * frame (in sequence, its events all valid changes and trades) read from its bytes,
- * applied, and its records rendered; or None when the frame is anything else, with
+ * applied, and its records rendered as collector/format.py defines them (held to it
+ * byte for byte by a golden test); or None when the frame is anything else, with
  * nothing touched (the Python general path then parses, validates and explains).
  * It reads the frame's JSON itself, a strict subset: building orjson's dict of a frame
  * and reading it back cost about as much as all the rest (`python -m bench.stages`:

@@ -12,16 +12,18 @@ import fcntl
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
-from collector.backoff import TokenBucket
 from collector import book, config, logs
+from collector.backoff import TokenBucket
 from collector.config import Config
 from collector.feed import Feed
-from collector.health import Monitor
+from collector.format import Reason
+from collector.monitor import Monitor
 from collector.writer import Writer
 
 log = structlog.get_logger("app")
@@ -51,15 +53,22 @@ def lock_directory(path: Path) -> int:
     return fd
 
 
+def use_native_book(environ: Mapping[str, str] = os.environ) -> bool:
+    """The C book core when it was built, unless COLLECTOR_PURE_PYTHON=1 asks for the
+    Python reference (the same records, slower)."""
+    return book.HAVE_NATIVE and not environ.get("COLLECTOR_PURE_PYTHON")
+
+
 class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.native = use_native_book()
         self.writer = Writer(cfg.output, config.to_dict(cfg))
         per_minute = cfg.feed.max_connects_per_minute
         if cfg.feed.api == "current":  # Gemini allows 300 attempts per 5 min: 50 + 5 x 50
             per_minute = min(per_minute, CURRENT_API_CONNECTS_PER_MINUTE)
         self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
-        self.feeds = {s: Feed(s, cfg, self.writer, self.bucket) for s in cfg.feed.symbols}
+        self.feeds = {s: self._feed(s) for s in cfg.feed.symbols}
         self.reloads = 0
         self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -101,7 +110,7 @@ class App:
         for feed in self.feeds.values():
             self._start_feed(feed)
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
-                 url=self.cfg.feed.url, book_core="C" if book.NATIVE else "Python")
+                 url=self.cfg.feed.url, book_core="C" if self.native else "Python")
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         self.monitor.stopping()
@@ -123,6 +132,9 @@ class App:
                  feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
                             "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
         return 0
+
+    def _feed(self, symbol: str) -> Feed:
+        return Feed(symbol, self.cfg, self.writer, self.bucket, native=self.native)
 
     def _start_feed(self, feed: Feed) -> None:
         self._tasks[feed.symbol] = asyncio.create_task(self._guard(feed), name=f"feed-{feed.symbol}")
@@ -162,7 +174,7 @@ class App:
         for s in removed:
             del self.feeds[s]
         for s in added:
-            self.feeds[s] = Feed(s, self.cfg, self.writer, self.bucket)
+            self.feeds[s] = self._feed(s)
             self._start_feed(self.feeds[s])
         log.info("reloaded", added=added, removed=removed)
         if restart:
@@ -174,7 +186,7 @@ class App:
         self.stop()
 
     async def _guard(self, feed: Feed) -> None:
-        reason, detail = "start", dict[str, str]()
+        reason, detail = Reason.START, dict[str, str]()
         while True:
             try:
                 await feed.run(reason, **detail)
@@ -183,7 +195,7 @@ class App:
                 if feed.stopping:
                     return
                 feed.log.exception("feed crashed; restarting it")
-                reason, detail = "error", {"detail": repr(exc)[:200]}
+                reason, detail = Reason.ERROR, {"detail": repr(exc)[:200]}
                 await asyncio.sleep(1.0)  # crash loops still draw on the connection budget
 
 

@@ -11,19 +11,20 @@ finds an existing level with no Decimal at all (hashing a Decimal costs more tha
 building one). The exchange's own text for price and size is kept for output.
 
 This is the reference. `collector/_fastbook.c` is the same side in C, plus the v1
-fast path (`Stream._fast_native`) in C, built by `pip install` when a C compiler is
-there; the tests hold the two to the same records. `NATIVE` says which one the
-collector runs: the C one when built, unless COLLECTOR_PURE_PYTHON=1 is set.
+fast path (`V1Stream._fast_native`) in C, built by `pip install` when a C compiler is
+there; the tests hold the two to the same records. `fastbook` is that module, or None
+when it was not built; which one runs is chosen at start-up (`side_class(native)`).
 """
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 from decimal import Decimal
 from types import ModuleType
 
 import orjson
+
+from collector.format import Level, canonical, is_zero
 
 fastbook: ModuleType | None
 try:
@@ -31,21 +32,7 @@ try:
 except ImportError:  # built without a C compiler: the same records, slower
     fastbook = None
 
-NATIVE = fastbook is not None and not os.environ.get("COLLECTOR_PURE_PYTHON")
-
-Level = tuple[str, str]  # (price text, size text) as the exchange wrote them
-
-
-def canonical(text: str) -> str:
-    """Canonical text of a plain non-negative decimal string ("06513.20" -> "6513.2")."""
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    if text[:1] != "0":
-        return text
-    text = text.lstrip("0")
-    if not text:
-        return "0"
-    return "0" + text if text[0] == "." else text
+HAVE_NATIVE = fastbook is not None
 
 
 class PySide:
@@ -69,7 +56,7 @@ class PySide:
         canon = price if price[-1] != "0" and price[0] != "0" else canonical(price)
         found = self._index.get(canon)
         keys = self._keys
-        if not size.strip("0."):  # zero in any spelling: "0", "0.0", "0.00000000"
+        if is_zero(size):
             if found is None:
                 return False
             del self._index[canon]
@@ -117,18 +104,20 @@ class PySide:
         return self._top_json
 
 
-def side_class(native: bool) -> type:
-    """The C side (collector/_fastbook.c) or the Python reference."""
-    return fastbook.Side if native else PySide  # type: ignore[union-attr]
-
-
-Side = side_class(NATIVE)
+def side_class(native: bool) -> type[PySide]:
+    """The C side (collector/_fastbook.c) or the Python reference; both have PySide's
+    methods."""
+    if native:
+        if fastbook is None:
+            raise RuntimeError("the C book core (collector._fastbook) is not built")
+        return fastbook.Side  # type: ignore[no-any-return]  # a C type, same methods
+    return PySide
 
 
 class Book:
     __slots__ = ("bids", "asks")
 
-    def __init__(self, native: bool = NATIVE) -> None:
+    def __init__(self, native: bool = HAVE_NATIVE) -> None:
         side = side_class(native)
         self.bids = side(bids=True)
         self.asks = side(bids=False)
@@ -137,6 +126,9 @@ class Book:
         """Apply one v1 `change`; True if the top `depth` of either side changed."""
         return (self.bids if side == "bid" else self.asks).set(price, remaining, depth)
 
-    def crossed(self) -> bool:
+    def crossed(self) -> str | None:
+        """Why the book is crossed (best bid >= best ask), or None when it is not."""
         bid, ask = self.bids.best(), self.asks.best()
-        return bid is not None and ask is not None and bid >= ask
+        if bid is None or ask is None or bid < ask:
+            return None
+        return f"best bid {self.bids.top(1)[0][0]} >= best ask {self.asks.top(1)[0][0]}"

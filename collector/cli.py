@@ -48,7 +48,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"collector health: config error: {exc}", file=sys.stderr)
         return 1
-    from collector.health import probe
+    from collector.heartbeat import probe
 
     ok, text = probe(cfg.metrics.listen, cfg.output.dir)
     print(text)
@@ -59,7 +59,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 FORWARDED = {
     "simulate": ("collector.sim.__main__", "main",
                  "run the simulated Gemini exchange (options: collector simulate --help)"),
-    "cat": ("collector.readback", "main_cat",
+    "cat": ("collector.cat", "main_cat",
             "stream recorded records across segments as JSON lines"),
     "verify": ("collector.verify", "main_verify",
                "check every file of an output directory; exit 1 on problems"),

@@ -9,15 +9,20 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+
+from collector.health import EXIT_AFTER_S, WRITER_STUCK_S
 
 EX_CONFIG = 78
 _SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})$")
 COMPRESSIONS = ("zstd", "gzip", "none")
-TRANSPORTS = ("websockets", "picows")
+TRANSPORTS = ("websockets", "picows")  # feed.transport; transport.py implements them
+PICOWS_INSTALL_HINT = 'needs picows, which is not installed: pip install "gemini-collector[picows]"'
 REPAIRS = ("resubscribe", "reconnect")
 # feed.api -> the default feed.url
 DEFAULT_URLS = {"v1": "wss://api.gemini.com/v1/marketdata", "current": "wss://ws.gemini.com"}
@@ -29,6 +34,27 @@ def parse_duration(text: str) -> int:
     if not m:
         raise ValueError(f"not a duration: {text!r}")
     return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`"127.0.0.1:9464"`, `"[::1]:9464"`, `"0.0.0.0:9464"` -> (host, port); ValueError
+    otherwise. Port 0 picks a free port (tests)."""
+    m = _LISTEN.match(text)
+    if not m:
+        raise ValueError(f"not HOST:PORT (an IPv6 host in brackets): {text!r}")
+    host = m.group("v6") if m.group("v6") is not None else m.group("host")
+    port = int(m.group("port"))
+    if not host or port > 65535:
+        raise ValueError(f"not HOST:PORT with a host and a port up to 65535: {text!r}")
+    return host, port
+
+
+def check_transport(cfg: FeedConfig) -> None:
+    """ValueError if cfg.transport names a client that is not installed (found without
+    importing it), so a bad choice is refused when the config is loaded, not at the
+    first connect."""
+    if cfg.transport == "picows" and find_spec("picows") is None:
+        raise ValueError(PICOWS_INSTALL_HINT)
 
 
 class ConfigError(Exception):
@@ -102,8 +128,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    writer_stuck_s: float = 30.0  # records queued, none written this long: unhealthy, no WATCHDOG=1
-    exit_after_s: float = 120.0  # event loop blocked or writer stuck this long: exit 70
+    writer_stuck_s: float = WRITER_STUCK_S  # records queued, none written this long: unhealthy, no WATCHDOG=1
+    exit_after_s: float = EXIT_AFTER_S  # event loop blocked or writer stuck this long: exit 70
 
 
 @dataclass(frozen=True)
@@ -223,13 +249,10 @@ def _check(s: dict[str, Any], fail: Any) -> None:
         raise fail("feed.api", f"must be one of {', '.join(DEFAULT_URLS)}, got {feed.api!r}")
     if feed.transport not in TRANSPORTS:
         raise fail("feed.transport", f"must be one of {', '.join(TRANSPORTS)}, got {feed.transport!r}")
-    if feed.transport == "picows":
-        from collector import transport  # here: transport imports this module
-
-        try:
-            transport.check(feed)
-        except ValueError as exc:
-            raise fail("feed.transport", str(exc)) from None
+    try:
+        check_transport(feed)
+    except ValueError as exc:
+        raise fail("feed.transport", str(exc)) from None
     if feed.repair not in REPAIRS:
         raise fail("feed.repair", f"must be one of {', '.join(REPAIRS)}, got {feed.repair!r}")
     if not feed.url.startswith(("ws://", "wss://")):
@@ -277,8 +300,6 @@ def _check(s: dict[str, Any], fail: Any) -> None:
         raise fail("log.level", f"must be one of {', '.join(_LEVELS)}, got {level!r}")
     listen = s["metrics"].listen
     if listen:
-        from collector.health import parse_listen
-
         try:
             parse_listen(listen)
         except ValueError as exc:

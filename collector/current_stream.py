@@ -1,6 +1,6 @@
 """One symbol's subscription on Gemini's current API -> output records (pure, no I/O).
 
-The counterpart of `collector.stream.Stream` for `wss://ws.gemini.com` (PROTOCOL.md 6).
+The counterpart of `collector.v1_stream.V1Stream` for `wss://ws.gemini.com` (PROTOCOL.md 6).
 The caller owns the socket (opened with `?snapshot=-1`, see
 `collector.gemini.current.connect_url`); this object owns the protocol state of one
 symbol and says which requests to send: after `start()`, `resync()` and every `feed()`,
@@ -27,7 +27,7 @@ A break forgets the book (state `broken`: depth frames are dropped, trades held)
 `resync()` (resubscribe on the same socket), or the caller drops the stream and
 reconnects with a new `CurrentStream`.
 
-Records (rendered as `collector.records` renders them, plus `exchange_ns`):
+Records (rendered by `collector.format`, with `exchange_ns`):
 
 * book: `seq` = `event_id` = the frame's `u`; `exchange_ms` = `E // 10**6`,
   `exchange_ns` = `E`; one after the snapshot, then one per applied frame whose levels
@@ -45,12 +45,12 @@ Records (rendered as `collector.records` renders them, plus `exchange_ns`):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
-import orjson
-
-from collector.book import Book, Level
+from collector import format
+from collector.book import HAVE_NATIVE, Book
+from collector.format import Reason
 from collector.gemini.current import (
     Ack,
     DepthUpdate,
@@ -58,50 +58,22 @@ from collector.gemini.current import (
     Frame,
     InvalidFrame,
     Trade,
+    connect_url,
     depth_stream,
     parse,
     streams,
     subscribe,
     unsubscribe,
 )
-from collector.stream import Counts, StreamBroken
+from collector.stream import Counts, OnUnknown, StreamBroken, StreamState, advance
 
-__all__ = ["CurrentStream", "StreamBroken", "book_record", "trade_record"]
-
-_NL = orjson.OPT_APPEND_NEWLINE
 MAX_HELD_TRADES = 10_000
-
-SUBSCRIBING = "subscribing"
-LIVE = "live"
-UNSUBSCRIBING = "unsubscribing"
-IDLE = "idle"
-BROKEN = "broken"
-
-
-def book_record(symbol: str, update_id: int, exchange_ns: int, recv_ns: int,
-                bids: list[Level], asks: list[Level]) -> bytes:
-    """`collector.records.book` with `exchange_ns` after `exchange_ms` (see the proposed
-    `records.book(..., exchange_ns=)`; byte-identical to it)."""
-    return orjson.dumps(
-        {"type": "book", "symbol": symbol, "seq": update_id, "event_id": update_id,
-         "exchange_ms": exchange_ns // 1_000_000, "exchange_ns": exchange_ns,
-         "recv_ns": recv_ns, "bids": bids, "asks": asks},
-        option=_NL,
-    )
-
-
-def trade_record(symbol: str, seq: int, event_id: int, trade: Trade, recv_ns: int) -> bytes:
-    """`collector.records.trade` with `exchange_ns` after `exchange_ms`."""
-    return orjson.dumps(
-        {"type": "trade", "symbol": symbol, "seq": seq, "event_id": event_id,
-         "tid": trade.tid, "price": trade.price, "amount": trade.qty,
-         "maker_side": trade.maker_side, "exchange_ms": trade.event_ns // 1_000_000,
-         "exchange_ns": trade.event_ns, "recv_ns": recv_ns},
-        option=_NL,
-    )
 
 
 class CurrentStream:
+    HEARTBEATS: ClassVar[bool] = False  # a quiet book may say nothing for half a minute
+    REPAIRS_IN_PLACE: ClassVar[bool] = True
+
     __slots__ = (
         "_held",
         "_ids",
@@ -113,6 +85,7 @@ class CurrentStream:
         "dropped",
         "emit_every",
         "last_id",
+        "native",
         "on_unknown",
         "stale",
         "state",
@@ -121,18 +94,19 @@ class CurrentStream:
     )
 
     def __init__(self, symbol: str, depth: int, emit_every: bool,
-                 on_unknown: Callable[[str], None] = lambda kind: None,
-                 counts: Counts | None = None, *, trades: bool = True,
-                 ids: Iterator[int] | None = None) -> None:
+                 on_unknown: OnUnknown = lambda kind: None,
+                 counts: Counts | None = None, native: bool = HAVE_NATIVE, *,
+                 trades: bool = True, ids: Iterator[int] | None = None) -> None:
         self.symbol = symbol.upper()
         self.depth = depth
         self.emit_every = emit_every
         self.trades = trades
         self.on_unknown = on_unknown  # called with "frame:<e>" for unknown event types
         self.counts = counts if counts is not None else Counts()
+        self.native = native
         self.book: Book | None = None
         self.last_id: int | None = None  # `u` of the last depth frame applied
-        self.state = IDLE
+        self.state = StreamState.IDLE
         self.stale = 0  # depth frames skipped as stale (u <= last)
         self.dropped = 0  # depth frames of an old subscription dropped while resubscribing
         # Request ids; share one counter between the streams of one socket so that
@@ -144,14 +118,23 @@ class CurrentStream:
 
     # ---- requests ------------------------------------------------------------------
 
+    @staticmethod
+    def url(base: str, symbol: str, trades: bool) -> str:
+        """Every symbol shares the one endpoint; the streams are asked for by SUBSCRIBE."""
+        return connect_url(base)
+
     @property
     def live(self) -> bool:
         return self.book is not None
 
+    @property
+    def outbox(self) -> list[bytes]:
+        return self._outbox
+
     def start(self) -> None:
         """Subscribe this symbol's streams; the next depth frame will be the book."""
         self._request("SUBSCRIBE", streams(self.symbol, self.trades))
-        self.state = SUBSCRIBING
+        self.state = advance(self.state, StreamState.SUBSCRIBING)
 
     def resync(self) -> None:
         """After a break: drop the book and get a fresh snapshot on the same socket
@@ -160,7 +143,7 @@ class CurrentStream:
         self.book = None
         self.last_id = None
         self._request("UNSUBSCRIBE", [depth_stream(self.symbol)])
-        self.state = UNSUBSCRIBING
+        self.state = advance(self.state, StreamState.UNSUBSCRIBING)
 
     def take_requests(self) -> list[bytes]:
         """Requests to send now, in order."""
@@ -184,7 +167,7 @@ class CurrentStream:
         try:
             frame = parse(raw)
         except InvalidFrame as exc:
-            raise self._broken("invalid", detail=exc.why, sample=exc.sample) from None
+            raise self._broken(Reason.INVALID, detail=exc.why, sample=exc.sample) from None
         return self.feed_frame(frame, recv_ns)
 
     def feed_frame(self, frame: Frame, recv_ns: int) -> bytes:
@@ -201,35 +184,35 @@ class CurrentStream:
             req_id = frame.id
             if req_id is None or req_id in self._pending:
                 method = self._pending.pop(req_id, "request") if req_id is not None else "request"
-                raise self._broken("invalid", detail=f"{method} {req_id} refused: {frame.error!r}")
+                raise self._broken(Reason.INVALID, detail=f"{method} {req_id} refused: {frame.error!r}")
             return b""
         self.on_unknown(f"frame:{frame.kind}")
         return b""
 
     def _ack(self, req_id: int | None) -> None:
         method = self._pending.pop(req_id, None) if req_id is not None else None
-        if method == "UNSUBSCRIBE" and self.state == UNSUBSCRIBING:
+        if method == "UNSUBSCRIBE" and self.state is StreamState.UNSUBSCRIBING:
             self._request("SUBSCRIBE", [depth_stream(self.symbol)])
-            self.state = SUBSCRIBING
+            self.state = advance(self.state, StreamState.SUBSCRIBING)
 
     def _check_symbol(self, symbol: str) -> None:
         if symbol != self.symbol:
-            raise self._broken("invalid", detail=f"frame for {symbol} on the {self.symbol} stream")
+            raise self._broken(Reason.INVALID, detail=f"frame for {symbol} on the {self.symbol} stream")
 
     def _depth(self, frame: DepthUpdate, recv_ns: int) -> bytes:
         self._check_symbol(frame.symbol)
         state = self.state
-        if state == LIVE:
+        if state is StreamState.LIVE:
             return self._update(frame, recv_ns)
-        if state == SUBSCRIBING:
+        if state is StreamState.SUBSCRIBING:
             return self._snapshot(frame, recv_ns)
-        if state == UNSUBSCRIBING or state == BROKEN:
+        if state is StreamState.UNSUBSCRIBING or state is StreamState.BROKEN:
             self.dropped += 1
             return b""
-        raise self._broken("invalid", detail="depth frame before any subscribe")
+        raise self._broken(Reason.INVALID, detail="depth frame before any subscribe")
 
     def _snapshot(self, frame: DepthUpdate, recv_ns: int) -> bytes:
-        book = Book()
+        book = Book(self.native)
         bids, asks = book.bids, book.asks
         depth = self.depth
         for price, qty in frame.bids:
@@ -239,7 +222,7 @@ class CurrentStream:
         self._check_crossed(book, frame.last_id)
         self.book = book
         self.last_id = frame.last_id
-        self.state = LIVE
+        self.state = advance(self.state, StreamState.LIVE)
         out = self._flush_held(frame.last_id)
         out.append(self._render(frame, recv_ns))
         return b"".join(out)
@@ -251,7 +234,7 @@ class CurrentStream:
             self.stale += 1
             return b""
         if frame.first_id > last:
-            raise self._broken("gap", expected=last, got=frame.first_id)
+            raise self._broken(Reason.GAP, expected=last, got=frame.first_id)
         self.last_id = frame.last_id
         latency = self.counts.latency
         if latency is not None:
@@ -277,29 +260,26 @@ class CurrentStream:
         self._check_symbol(trade.symbol)
         if self.last_id is None:  # no book yet: hold it for the snapshot
             if len(self._held) >= MAX_HELD_TRADES:
-                raise self._broken("invalid", detail=f"more than {MAX_HELD_TRADES} trades "
-                                                     "before the book snapshot")
+                raise self._broken(Reason.INVALID, detail=f"more than {MAX_HELD_TRADES} trades "
+                                                          "before the book snapshot")
             self._held.append((trade, recv_ns))
             return b""
         self.counts.trades += 1
-        return trade_record(self.symbol, self.last_id + 1, self.last_id, trade, recv_ns)
+        return self._trade_record(self.last_id + 1, self.last_id, trade, recv_ns)
 
     def _flush_held(self, update_id: int) -> list[bytes]:
         held, self._held = self._held, []
         self.counts.trades += len(held)
-        return [trade_record(self.symbol, update_id, update_id, t, ns) for t, ns in held]
+        return [self._trade_record(update_id, update_id, t, ns) for t, ns in held]
 
     def _check_crossed(self, book: Book, update_id: int) -> None:
-        if book.crossed():
-            raise self._broken(
-                "crossed",
-                detail=f"best bid {book.bids.top(1)[0][0]} >= best ask {book.asks.top(1)[0][0]}",
-                seq=update_id,
-            )
+        why = book.crossed()
+        if why is not None:
+            raise self._broken(Reason.CROSSED, detail=why, seq=update_id)
 
-    def _broken(self, reason: str, **fields: Any) -> StreamBroken:
+    def _broken(self, reason: Reason, **fields: Any) -> StreamBroken:
         """Forget the book (it can no longer be trusted) until `resync()`."""
-        self.state = BROKEN
+        self.state = advance(self.state, StreamState.BROKEN)
         self.book = None
         self.last_id = None
         return StreamBroken(reason, **fields)
@@ -307,9 +287,16 @@ class CurrentStream:
     def _render(self, frame: DepthUpdate, recv_ns: int) -> bytes:
         book = self.book
         assert book is not None
-        return book_record(self.symbol, frame.last_id, frame.event_ns, recv_ns,
-                           book.bids.top(self.depth), book.asks.top(self.depth))
+        u, ns = frame.last_id, frame.event_ns
+        return format.book(self.symbol, u, u, ns // 1_000_000, recv_ns,
+                           book.bids.top_json(self.depth), book.asks.top_json(self.depth),
+                           exchange_ns=ns)
+
+    def _trade_record(self, seq: int, event_id: int, t: Trade, recv_ns: int) -> bytes:
+        ns = t.event_ns
+        return format.trade(self.symbol, seq, event_id, t.tid, t.price, t.qty, t.maker_side,
+                            False, ns // 1_000_000, recv_ns, exchange_ns=ns)
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "last_id": self.last_id, "stale": self.stale,
+        return {"state": str(self.state), "last_id": self.last_id, "stale": self.stale,
                 "dropped": self.dropped, "held_trades": len(self._held)}

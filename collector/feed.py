@@ -1,7 +1,9 @@
-"""One symbol's feed: connect, stream into a `Stream`, resync, back off (I/O shell).
+"""One symbol's feed: connect, stream into a `SymbolStream`, resync, back off (I/O shell).
 
-States: waiting for a connection token -> connecting -> awaiting snapshot ->
-live -> (break) -> backing off -> waiting for a token ... until stop().
+One session loop serves both APIs; what differs comes from the stream class
+(`SymbolStream`: its URL, whether the exchange sends heartbeats, whether a break can
+be repaired on the same socket). The feed's states and their moves are the table
+`TRANSITIONS`.
 
 A break is marked in the file by one `resync` record: the first failure after
 the stream was last live (or after start) writes it; further failed attempts
@@ -16,31 +18,54 @@ import gc
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import structlog
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from collector import rawlog, records, transport
+from collector import format, rawlog, transport
 from collector.backoff import Backoff, TokenBucket, acquire_wait
+from collector.book import HAVE_NATIVE
 from collector.config import Config
 from collector.current_stream import CurrentStream
-from collector.gemini import current
-from collector.gemini.v1 import stream_url
-from collector.metrics import Histogram
-from collector.stream import Counts, Stream, StreamBroken
+from collector.format import Reason
+from collector.histogram import Histogram
+from collector.stream import Counts, StreamBroken, SymbolStream
 from collector.transport import Connection
+from collector.v1_stream import V1Stream
 from collector.writer import Writer, raw_key
 
+STREAMS: dict[str, type[V1Stream] | type[CurrentStream]] = {"v1": V1Stream, "current": CurrentStream}
 _unknown_logged: set[str] = set()  # unknown event types are logged once per process
-# Current API: breaks repaired on the same socket (UNSUBSCRIBE, ack, SUBSCRIBE, snapshot),
-# this many times in a row before the socket is replaced.
-RESUBSCRIBE_REASONS = ("gap", "crossed")
+# Breaks repaired on the same socket (where the stream can: UNSUBSCRIBE, ack, SUBSCRIBE,
+# snapshot), this many times in a row before the socket is replaced.
+RESUBSCRIBE_REASONS = (Reason.GAP, Reason.CROSSED)
 MAX_RESUBSCRIBES = 3
 REFREEZE_S = 60.0  # at most one full garbage collection this often (freeze_books)
 _refrozen_at = float("-inf")
+
+
+class FeedState(StrEnum):
+    STOPPED = "stopped"  # not running (before run(), after it returned or crashed)
+    WAITING = "waiting"  # for a token from the connection budgets
+    CONNECTING = "connecting"
+    SNAPSHOT = "snapshot"  # connected, waiting for the book
+    LIVE = "live"
+    BACKOFF = "backoff"  # after a break, before the next attempt
+
+
+TRANSITIONS: dict[FeedState, frozenset[FeedState]] = {
+    FeedState.STOPPED: frozenset({FeedState.WAITING}),
+    FeedState.WAITING: frozenset({FeedState.CONNECTING, FeedState.STOPPED}),
+    FeedState.CONNECTING: frozenset({FeedState.SNAPSHOT, FeedState.BACKOFF, FeedState.STOPPED}),
+    FeedState.SNAPSHOT: frozenset({FeedState.LIVE, FeedState.BACKOFF, FeedState.STOPPED}),
+    # LIVE -> SNAPSHOT: a break repaired on the same socket
+    FeedState.LIVE: frozenset({FeedState.SNAPSHOT, FeedState.BACKOFF, FeedState.STOPPED}),
+    FeedState.BACKOFF: frozenset({FeedState.WAITING, FeedState.STOPPED}),
+}
 
 
 def freeze_books(now: float) -> None:
@@ -68,19 +93,24 @@ class FeedStats(Counts):
     resyncs: Counter[str] = field(default_factory=Counter)  # every failure, by reason
     marked: Counter[str] = field(default_factory=Counter)  # resync records written, by reason
     unknown: Counter[str] = field(default_factory=Counter)
-    live: bool = False
+    state: FeedState = FeedState.STOPPED
     last_frame: float = 0.0  # monotonic time of the last frame received
     latency: Histogram | None = field(default_factory=Histogram)  # exchange -> receive
+
+    @property
+    def live(self) -> bool:
+        return self.state is FeedState.LIVE
 
 
 class Feed:
     def __init__(self, symbol: str, cfg: Config, writer: Writer, process_bucket: TokenBucket,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, native: bool = HAVE_NATIVE) -> None:
         self.symbol = symbol
         self.cfg = cfg.feed
         self.depth = cfg.book.depth
         self.emit_every = cfg.book.emit == "every"
+        self.native = native  # the C book core
         self.writer = writer
         self.clock = clock
         self.log = structlog.get_logger("feed").bind(symbol=symbol)
@@ -90,16 +120,13 @@ class Feed:
             TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock()),
             process_bucket,
         )
-        self.api = self.cfg.api
-        if self.api == "current":
-            self.url = current.connect_url(self.cfg.url)  # ?snapshot=-1
-        else:
-            self.url = stream_url(self.cfg.url, symbol, self.cfg.trades)
+        self.stream_class = STREAMS[self.cfg.api]
+        self.url = self.stream_class.url(self.cfg.url, symbol, self.cfg.trades)
         self.raw_key = raw_key(symbol) if cfg.output.raw else None
         self._stopping = asyncio.Event()
         self._ws: Connection | None = None
         self._failures = 0  # failed attempts since the stream was last live
-        self._stream: Stream | CurrentStream | None = None
+        self._stream: SymbolStream | None = None
 
     @property
     def stopping(self) -> bool:
@@ -111,15 +138,26 @@ class Feed:
         if self._ws is not None:
             self._ws.transport.abort()  # nothing more is wanted from it; don't wait on a peer
 
-    async def run(self, reason: str = "start", **detail: Any) -> None:
-        await self._emit(records.resync(self.symbol, reason, time.time_ns(), **detail))
-        self._failures = 0
-        while not self._stopping.is_set():
-            if not await self._acquire():
-                break
-            delay = await self._session()
-            await self._sleep(delay)
-        self.stats.live = False
+    def _to(self, state: FeedState) -> None:
+        if state not in TRANSITIONS[self.stats.state]:
+            raise RuntimeError(f"feed state {self.stats.state} cannot move to {state}")
+        self.stats.state = state
+
+    async def run(self, reason: Reason = Reason.START, **detail: Any) -> None:
+        self._to(FeedState.WAITING)
+        try:
+            await self._emit(format.resync(self.symbol, reason, time.time_ns(), **detail))
+            self._failures = 0
+            while not self._stopping.is_set():
+                if not await self._acquire():
+                    break
+                self._to(FeedState.CONNECTING)
+                delay = await self._session()
+                self._to(FeedState.BACKOFF)
+                await self._sleep(delay)
+                self._to(FeedState.WAITING)
+        finally:
+            self._to(FeedState.STOPPED)
 
     async def _acquire(self) -> bool:
         """Wait for a token from this symbol's and the process's budgets."""
@@ -142,7 +180,11 @@ class Feed:
         return self._stopping.is_set()
 
     async def _session(self) -> float:
-        """One connection, from handshake to break; returns the delay before the next."""
+        """One connection, from handshake to break; returns the delay before the next.
+
+        Where the stream repairs in place and feed.repair = "resubscribe", a gap or a
+        crossed book is repaired on the same socket (`SymbolStream.resync`), up to
+        MAX_RESUBSCRIBES times in a row; every other break ends the session."""
         cfg = self.cfg
         self.stats.connects += 1
         try:
@@ -150,22 +192,26 @@ class Feed:
         except InvalidStatus as exc:
             return await self._refused(exc)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            await self._break("closed", detail=f"connect failed: {exc!r}")
+            await self._break(Reason.CLOSED, detail=f"connect failed: {exc!r}")
             return self.backoff.next_delay()
         if self._stopping.is_set():
             await ws.close()
             return 0.0
         self._ws = ws
+        self._to(FeedState.SNAPSHOT)
         self.log.info("connected", url=self.url)
         if self.raw_key:
             await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
-        if self.api == "current":
-            return await self._current(ws)
+        stream = self._stream = self.stream_class(
+            self.symbol, self.depth, self.emit_every, self._unknown, self.stats, self.native,
+            trades=cfg.trades)
+        in_place = stream.REPAIRS_IN_PLACE and cfg.repair == "resubscribe"
         live_since: float | None = None
-        stream = self._stream = Stream(self.symbol, self.depth, self.emit_every, self._unknown, self.stats)
         expired: list[StreamBroken] = []
         watch = asyncio.create_task(self._deadlines(ws, stream, expired))
         try:
+            stream.start()
+            await self._send(ws, stream.take_requests())
             while True:
                 try:
                     raw = await ws.recv(decode=False)
@@ -174,95 +220,28 @@ class Feed:
                         return 0.0
                     if expired:
                         raise expired[0] from None
-                    raise StreamBroken("closed", detail=_close_detail(exc)) from None
-                if self.raw_key:
-                    data = await self._consume(stream, raw)
-                else:  # the per-frame path: no coroutine beyond recv() unless the queue is full
-                    self.stats.last_frame = self.clock()
-                    data = stream.feed(raw, time.time_ns())
-                if live_since is None and stream.live:
-                    live_since = self.clock()
-                    self._went_live()
-                if data and not self.writer.offer(self.symbol, data):
-                    await self.writer.put(self.symbol, data)
-        except StreamBroken as broken:
-            return await self._broken(broken, live_since)
-        finally:
-            watch.cancel()
-            await self._hang_up(ws)
-
-    async def _deadlines(self, ws: Connection, stream: Stream, expired: list[StreamBroken]) -> None:
-        """Snapshot and stale deadlines. One sleep per deadline, moved on by the frames
-        that came meanwhile, instead of a timer armed around every recv (that cost ~15%
-        of the per-frame time). On expiry the socket is aborted and recv() raises."""
-        cfg = self.cfg
-        opened = self.clock()
-        while True:
-            if stream.live:
-                limit, since, what = cfg.stale_after_s, self.stats.last_frame, "stale"
-            else:
-                limit, since, what = cfg.snapshot_timeout_s, opened, "snapshot_timeout"
-            left = since + limit - self.clock()
-            if left <= 0:
-                detail = f"no frame for {limit} s" if what == "stale" else f"no snapshot in {limit} s"
-                expired.append(StreamBroken(what, detail=detail))
-                ws.transport.abort()
-                return
-            await asyncio.sleep(left)
-
-    async def _current(self, ws: Connection) -> float:
-        """A current-API session on this symbol's own socket: SUBSCRIBE, then frames
-        until a break. With feed.repair = "resubscribe" a gap or a crossed book is
-        repaired on the same socket (`CurrentStream.resync`: UNSUBSCRIBE, its ack,
-        SUBSCRIBE, a fresh snapshot), up to MAX_RESUBSCRIBES times in a row; anything
-        else, every break with "reconnect", or no snapshot within snapshot_timeout_s,
-        ends the session (reconnect).
-
-        Liveness is websockets' keepalive (a ping every ping_interval_s, a pong within
-        ping_timeout_s, else websockets fails the socket -> "stale"). Data silence is
-        never a break: a quiet book may say nothing for half a minute. So a live stream
-        receives with no timer at all; only the wait for a snapshot has a deadline."""
-        cfg = self.cfg
-        stream = self._stream = CurrentStream(self.symbol, self.depth, self.emit_every,
-                                              self._unknown, self.stats, trades=cfg.trades)
-        live_since: float | None = None
-        stream.start()
-        in_place = cfg.repair == "resubscribe"
-        try:
-            await self._send(ws, stream.take_requests())
-            deadline = self.clock() + cfg.snapshot_timeout_s
-            while True:
+                    raise _closed(exc, stream, cfg.ping_timeout_s) from None
                 try:
-                    if stream.live:
-                        raw = await ws.recv(decode=False)
-                    else:
-                        async with asyncio.timeout(max(0.0, deadline - self.clock())):
-                            raw = await ws.recv(decode=False)
-                except TimeoutError:
-                    raise StreamBroken("snapshot_timeout",
-                                       detail=f"no snapshot in {cfg.snapshot_timeout_s} s") from None
-                except ConnectionClosed as exc:
-                    if self._stopping.is_set():
-                        return 0.0
-                    if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1011:
-                        raise StreamBroken("stale", detail=f"no pong within {cfg.ping_timeout_s} s "
-                                                           "(dead connection)") from None
-                    raise StreamBroken("closed", detail=_close_detail(exc)) from None
-                try:
-                    data = await self._consume(stream, raw)
+                    if self.raw_key:
+                        data = await self._consume(stream, raw)
+                    else:  # the per-frame path: no coroutine beyond recv() unless the queue is full
+                        self.stats.last_frame = self.clock()
+                        data = stream.feed(raw, time.time_ns())
                 except StreamBroken as broken:
                     if (not in_place or broken.reason not in RESUBSCRIBE_REASONS
                             or self._failures >= MAX_RESUBSCRIBES):
                         raise
                     await self._break(broken.reason, **broken.fields)
-                    self.stats.live = False
-                    live_since = None
+                    if live_since is not None:
+                        self._to(FeedState.SNAPSHOT)
+                        live_since = None
                     stream.resync()
                     await self._send(ws, stream.take_requests())
-                    deadline = self.clock() + cfg.snapshot_timeout_s
+                    watch.cancel()  # a new snapshot deadline
+                    watch = asyncio.create_task(self._deadlines(ws, stream, expired))
                     continue
-                if requests := stream.take_requests():  # SUBSCRIBE once an UNSUBSCRIBE is acked
-                    await self._send(ws, requests)
+                if stream.outbox:  # current API: SUBSCRIBE once an UNSUBSCRIBE is acked
+                    await self._send(ws, stream.take_requests())
                 if live_since is None and stream.live:
                     live_since = self.clock()
                     self._went_live()
@@ -273,16 +252,42 @@ class Feed:
         except ConnectionClosed as exc:  # while sending a request
             if self._stopping.is_set():
                 return 0.0
-            await self._break("closed", detail=_close_detail(exc))
+            await self._break(Reason.CLOSED, detail=_close_detail(exc))
             return self.backoff.next_delay()
         finally:
+            watch.cancel()
             await self._hang_up(ws)
+
+    async def _deadlines(self, ws: Connection, stream: SymbolStream,
+                         expired: list[StreamBroken]) -> None:
+        """The snapshot deadline, and (with heartbeats) the stale one. One sleep per
+        deadline, moved on by the frames that came meanwhile, instead of a timer armed
+        around every recv (that cost ~15% of the per-frame time). On expiry the socket
+        is aborted and recv() raises. Without heartbeats data silence is never a break
+        (a quiet book may say nothing for half a minute): websockets' keepalive pings
+        prove the connection instead."""
+        cfg = self.cfg
+        opened = self.clock()
+        while True:
+            if not stream.live:
+                limit, since, what = cfg.snapshot_timeout_s, opened, Reason.SNAPSHOT_TIMEOUT
+            elif stream.HEARTBEATS:
+                limit, since, what = cfg.stale_after_s, self.stats.last_frame, Reason.STALE
+            else:
+                return
+            left = since + limit - self.clock()
+            if left <= 0:
+                detail = (f"no frame for {limit} s" if what is Reason.STALE
+                          else f"no snapshot in {limit} s")
+                expired.append(StreamBroken(what, detail=detail))
+                ws.transport.abort()
+                return
+            await asyncio.sleep(left)
 
     async def _hang_up(self, ws: Connection) -> None:
         """End a session's connection: abort it when stopping (nothing more is wanted
         from the peer), else close it cleanly."""
         self._ws = None
-        self.stats.live = False
         ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
     async def _send(self, ws: Connection, requests: list[bytes]) -> None:
@@ -293,7 +298,7 @@ class Feed:
             if self.raw_key:
                 await self.writer.put(self.raw_key, rawlog.sent(req, time.time_ns()))
 
-    async def _consume(self, stream: Stream | CurrentStream, raw: bytes) -> bytes:
+    async def _consume(self, stream: SymbolStream, raw: bytes) -> bytes:
         """One frame into the stream (and the raw log, when on); StreamBroken propagates."""
         recv_ns = time.time_ns()
         self.stats.last_frame = self.clock()
@@ -302,7 +307,7 @@ class Feed:
         except StreamBroken as broken:
             if self.raw_key:
                 await self.writer.put(self.raw_key, rawlog.frame(
-                    raw, recv_ns, parsed=broken.reason != "invalid"))
+                    raw, recv_ns, parsed=broken.reason is not Reason.INVALID))
             raise
         if self.raw_key:
             await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
@@ -317,7 +322,7 @@ class Feed:
 
     def _went_live(self) -> None:
         freeze_books(time.monotonic())
-        self.stats.live = True
+        self._to(FeedState.LIVE)
         self._failures = 0
         self.log.info("live", levels=self._levels())
 
@@ -327,19 +332,19 @@ class Feed:
         if status == 404:
             self.log.error("exchange does not know this symbol (HTTP 404); retrying slowly",
                            retry_in_s=self.cfg.refused_retry_s)
-            await self._break("refused", status=status, detail="unknown or delisted symbol")
+            await self._break(Reason.REFUSED, status=status, detail="unknown or delisted symbol")
             return self.cfg.refused_retry_s
-        await self._break("refused", status=status, retry_after=retry_after)
+        await self._break(Reason.REFUSED, status=status, retry_after=retry_after)
         return max(self.backoff.next_delay(), retry_after or 0.0)
 
-    async def _break(self, reason: str, **fields: Any) -> None:
-        self.stats.resyncs[reason] += 1
+    async def _break(self, reason: Reason, **fields: Any) -> None:
+        self.stats.resyncs[reason.value] += 1
         first = self._failures == 0
         self._failures += 1
         self.log.warning("resync", reason=reason, attempt=self._failures, **fields)
         if first:
-            self.stats.marked[reason] += 1
-            await self._emit(records.resync(self.symbol, reason, time.time_ns(), **fields))
+            self.stats.marked[reason.value] += 1
+            await self._emit(format.resync(self.symbol, reason, time.time_ns(), **fields))
 
     async def _emit(self, data: bytes) -> None:
         await self.writer.put(self.symbol, data)
@@ -363,6 +368,17 @@ class Feed:
             return None, None
         bid, ask = book.bids.top(1), book.asks.top(1)
         return (bid[0][0] if bid else None), (ask[0][0] if ask else None)
+
+
+def _closed(exc: ConnectionClosed, stream: SymbolStream, ping_timeout_s: float) -> StreamBroken:
+    """The break a closed connection means. Without heartbeats the keepalive is what
+    finds a stale connection: 1011 sent and nothing received is websockets giving up
+    on a dead peer."""
+    if (not stream.HEARTBEATS and exc.rcvd is None and exc.sent is not None
+            and exc.sent.code == 1011):
+        return StreamBroken(Reason.STALE, detail=f"no pong within {ping_timeout_s} s "
+                                                 "(dead connection)")
+    return StreamBroken(Reason.CLOSED, detail=_close_detail(exc))
 
 
 def _close_detail(exc: ConnectionClosed) -> str:

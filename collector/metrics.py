@@ -1,7 +1,7 @@
 """Prometheus metrics and /healthz on one small asyncio HTTP listener.
 
-Nothing here runs per message except `Histogram.observe` (one bisect and two
-adds). Everything else is read from the running App at scrape time by
+Nothing here runs per message (the feeds and the writer observe their histograms,
+histogram.py). Everything is read from the running App at scrape time by
 `AppCollector`: the feeds' `FeedStats`, the writer's counters and queue, the
 Monitor's view of the writer's progress. prometheus_client renders the text
 format; it is imported only when a listener is configured (it costs ~50 ms).
@@ -34,75 +34,99 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import structlog
 
 from collector import __version__
+from collector.health import Problem, StreamStats, WriterCounters
+from collector.histogram import Histogram
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from collector.health import Monitor
-
 log = structlog.get_logger("metrics")
 
-# Exchange -> receive latency in whole milliseconds (timestampms has no finer grain).
-LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-# One writer batch, in seconds.
-WRITE_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REQUEST_TIMEOUT_S = 5.0
 MAX_REQUEST = 8192
 
 
-class Histogram:
-    """Fixed buckets, plain counts: cheap enough to observe every frame.
+# ---- what is read at scrape time (the App and its Monitor, typed without importing them) ----
 
-    `observe(v)` puts `v` in the first bucket whose bound is >= v (Prometheus' `le`)
-    and adds it to the sum; negative values (clocks apart) count in the first bucket
-    and add nothing to the sum. `scale` converts to the exposed unit (ms -> s: 0.001).
-    Only the event-loop thread may observe, so no lock is needed.
-    """
-
-    __slots__ = ("bounds", "counts", "scale", "sum")
-
-    def __init__(self, bounds: Sequence[float] = LATENCY_BOUNDS_MS, scale: float = 0.001) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum: float = 0
-        self.scale = scale
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        if value > 0:
-            self.sum += value
+class FeedStatsView(StreamStats, Protocol):
+    """A feed's `FeedStats`; its `latency` (a Histogram) is read when there is one."""
 
     @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """[(le, cumulative count)], ending with ("+Inf", count), bounds in the exposed unit."""
-        out, total = [], 0
-        for bound, n in zip(self.bounds, self.counts):
-            total += n
-            out.append((_float_text(bound * self.scale), total))
-        out.append(("+Inf", total + self.counts[-1]))
-        return out
+    def updates(self) -> int: ...
+    @property
+    def trades(self) -> int: ...
+    @property
+    def connects(self) -> int: ...
+    @property
+    def marked(self) -> Mapping[str, int]: ...  # resync records written, by reason
+    @property
+    def unknown(self) -> Mapping[str, int]: ...
 
 
-def _float_text(value: float) -> str:
-    return repr(round(value, 9))
+class FeedView(Protocol):
+    """A Feed; its `levels()` or `_levels()` (book levels per side) is read when there is one."""
+
+    @property
+    def stats(self) -> FeedStatsView: ...
+
+
+class QueueView(Protocol):
+    @property
+    def maxsize(self) -> int: ...
+    def qsize(self) -> int: ...
+
+
+class WriterView(WriterCounters, Protocol):
+    """The Writer; its `queue_wait_s` and `write_latency` (a Histogram) are read when there are."""
+
+    @property
+    def queue(self) -> QueueView: ...
+    @property
+    def queue_full_waits(self) -> int: ...
+    @property
+    def bytes_written(self) -> Mapping[str, int]: ...
+    @property
+    def fsync_errors(self) -> int: ...
+    @property
+    def rotations(self) -> int: ...
+    @property
+    def free_bytes(self) -> int | None: ...
+
+
+class AppView(Protocol):
+    @property
+    def feeds(self) -> Mapping[str, FeedView]: ...
+    @property
+    def writer(self) -> WriterView: ...
+
+
+class ProgressView(Protocol):
+    @property
+    def stalled_s(self) -> float: ...  # records queued and none written for this long
+
+
+class MonitorView(Protocol):
+    """The health Monitor (monitor.py): its verdict and its view of the writer."""
+
+    @property
+    def started_at(self) -> float: ...  # monotonic
+    @property
+    def progress(self) -> ProgressView: ...
+    def problems(self, now: float | None = None) -> list[Problem]: ...
 
 
 class AppCollector:
     """A prometheus_client custom collector: reads the App's state at scrape time."""
 
-    def __init__(self, app: Any, monitor: Monitor) -> None:
+    def __init__(self, app: AppView, monitor: MonitorView) -> None:
         self.app = app
         self.monitor = monitor
 
@@ -203,12 +227,12 @@ class AppCollector:
                     value=self.monitor.progress.stalled_s)
 
 
-def _levels(feed: Any) -> dict[str, int]:
+def _levels(feed: FeedView) -> dict[str, int]:
     levels = getattr(feed, "levels", None) or getattr(feed, "_levels", None)
     return dict(levels()) if levels is not None else {}
 
 
-def build_registry(app: Any, monitor: Monitor) -> CollectorRegistry:
+def build_registry(app: AppView, monitor: MonitorView) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry
     from prometheus_client.process_collector import ProcessCollector
 
@@ -232,7 +256,7 @@ class MetricsServer:
     one request per connection. Runs on the event loop: a blocked loop does not answer,
     which a health probe reports as unhealthy, as it should."""
 
-    def __init__(self, app: Any, monitor: Monitor) -> None:
+    def __init__(self, app: AppView, monitor: MonitorView) -> None:
         self.monitor = monitor
         self.registry = build_registry(app, monitor)
         self._server: asyncio.Server | None = None

@@ -7,7 +7,7 @@ them. The output is therefore byte-for-byte the record lines of the run (without
 segment headers), including the ones a full disk made the run drop.
 
 Both APIs, as each segment's header says (`feed.api`): v1 frames go through a
-`Stream`; current-API frames through a `CurrentStream`, started at each `connect`
+`V1Stream`; current-API frames through a `CurrentStream`, started at each `connect`
 line. A current-API stream that breaks was either repaired in place by the feed
 (UNSUBSCRIBE, ack, SUBSCRIBE on the same socket) or dropped for a new connection;
 the log tells which: a `connect` line next means a new connection, anything else on
@@ -28,9 +28,10 @@ from typing import IO
 
 import orjson
 
-from collector import rawlog, readback
+from collector import listing, rawlog
 from collector.current_stream import CurrentStream
-from collector.stream import Stream, StreamBroken
+from collector.stream import StreamBroken
+from collector.v1_stream import V1Stream
 
 
 class ReplayError(Exception):
@@ -76,11 +77,11 @@ class _Current:
 def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = None) -> Iterator[bytes]:
     """Records (as JSON lines) rebuilt from one symbol's raw folder."""
     symbol = folder.parent.name
-    stream: Stream | _Current | None = None
+    stream: V1Stream | _Current | None = None
     # until a header says the run's
     depth_now, every, api, trades = depth or 10, emit == "every", "v1", True
-    for seg in readback.list_segments(folder):
-        opened = readback.open_segment(seg)
+    for seg in listing.list_segments(folder):
+        opened = listing.open_segment(seg)
         if opened is None:
             continue
         with opened[1] as f:
@@ -105,7 +106,7 @@ def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = Non
                         stream = None
                     yield line
                 elif kind == "connect":
-                    stream = (Stream(symbol, depth_now, every) if api == "v1"
+                    stream = (V1Stream(symbol, depth_now, every) if api == "v1"
                               else _Current(symbol, depth_now, every, trades))
                 elif kind == "sent":
                     if isinstance(stream, _Current):

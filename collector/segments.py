@@ -1,8 +1,8 @@
 """Segment files: names, UTC-aligned periods, compression, retention.
 
 A symbol's directory holds the active `current.jsonl` and closed segments named
-`<SYMBOL>.<UTC start YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]`, N = 2, 3, ... for
-segments closed early by size within one period. Compression writes
+`<SYMBOL>.<UTC start YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]` (`format.SegmentName`),
+N = 2, 3, ... for segments closed early by size within one period. Compression writes
 `<name>.zst.tmp`, fsyncs, renames, then removes the plain file, so a crash at any
 point leaves either the plain segment or the complete compressed one (a leftover
 plain file beside its compressed twin is removed at the next start).
@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-log = structlog.get_logger("segments")
+from collector.format import (
+    COMPRESSED,
+    CURRENT,  # noqa: F401 (segments.CURRENT, for the writer)
+    SegmentName,
+    parse_header,
+)
 
-CURRENT = "current.jsonl"
-SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-# <SYMBOL>.<YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]
-SEGMENT_RE = re.compile(
-    r"(?P<symbol>[^/]+?)\.(?P<ts>[0-9]{8}T[0-9]{6}Z)(?:-(?P<n>[0-9]+))?\.jsonl(?P<comp>\.zst|\.gz)?\Z")
-_STAMP = "%Y%m%dT%H%M%SZ"
+log = structlog.get_logger("segments")
 
 
 def period_start(now: float, period_s: int) -> int:
@@ -37,29 +36,29 @@ def period_start(now: float, period_s: int) -> int:
     return int(now // period_s) * period_s
 
 
-def stamp(epoch_s: int) -> str:
-    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime(_STAMP)
-
-
 @dataclass(frozen=True, order=True)
 class Closed:
-    """A closed segment, ordered by (start, n)."""
+    """A closed segment's file, ordered by (start, n)."""
 
-    start: int
-    n: int
+    name: SegmentName
     path: Path
+
+    @classmethod
+    def at(cls, path: Path) -> Closed | None:
+        name = SegmentName.parse(path.name)
+        return None if name is None else cls(name, path)
+
+    @property
+    def start(self) -> int:
+        return self.name.start_s
+
+    @property
+    def n(self) -> int:
+        return self.name.n
 
     @property
     def compressed(self) -> bool:
-        return self.path.suffix in (".zst", ".gz")
-
-
-def parse_name(path: Path) -> Closed | None:
-    m = SEGMENT_RE.match(path.name)
-    if not m:
-        return None
-    start = int(datetime.strptime(m["ts"], _STAMP).replace(tzinfo=timezone.utc).timestamp())
-    return Closed(start, int(m["n"] or 1), path)
+        return bool(self.name.comp)
 
 
 def closed_segments(folder: Path) -> list[Closed]:
@@ -70,7 +69,7 @@ def closed_segments(folder: Path) -> list[Closed]:
     except FileNotFoundError:
         return []
     for entry in entries:
-        seg = parse_name(Path(entry.path))
+        seg = Closed.at(Path(entry.path))
         if seg is None:
             continue
         key = (seg.start, seg.n)
@@ -85,8 +84,22 @@ def closed_name(folder: Path, symbol: str, start: int) -> Path:
     n = 1
     while n in taken:
         n += 1
-    suffix = "" if n == 1 else f"-{n}"
-    return folder / f"{symbol}.{stamp(start)}{suffix}.jsonl"
+    return folder / SegmentName(start, n, symbol).plain
+
+
+def first_line(path: Path) -> bytes:
+    """The first line of `path` (at most 1 MiB of it); b"" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline(1 << 20)
+    except OSError:
+        return b""
+
+
+def peek_header(path: Path) -> dict[str, Any] | None:
+    """The header record on the first line of `path` (a `current.jsonl`), or None
+    when it has none (empty, unreadable, or written before segments had headers)."""
+    return parse_header(first_line(path))
 
 
 def fsync_dir(path: Path) -> None:
@@ -101,7 +114,7 @@ def compress(path: Path, method: str) -> Path:
     """Compress a closed plain segment; returns the final path. Runs off the loop."""
     if method == "none":
         return path
-    final = path.with_name(path.name + SUFFIX[method])
+    final = path.with_name(path.name + COMPRESSED[method])
     tmp = final.with_name(final.name + ".tmp")
     with open(path, "rb") as src, open(tmp, "wb") as dst:
         if method == "zstd":
@@ -131,9 +144,10 @@ def pending_compression(folder: Path) -> Iterator[Path]:
         if name.endswith(".tmp"):
             os.unlink(folder / name)
             continue
-        if parse_name(Path(name)) is None or not name.endswith(".jsonl"):
+        seg = SegmentName.parse(name)
+        if seg is None or seg.comp:
             continue
-        if name + ".zst" in names or name + ".gz" in names:
+        if any(name + suffix in names for suffix in COMPRESSED.values() if suffix):
             os.unlink(folder / name)
             continue
         yield folder / name

@@ -22,7 +22,8 @@ exception types, so the feed handles both alike:
   `InvalidMessage` for another bad handshake; `OSError` or `TimeoutError` when the
   connection or the handshake does not happen in time.
 
-picows stays optional: this module imports it only when a picows connection is opened.
+picows stays optional: config.py checks that it is installed (without importing it) when
+the config is loaded; this module imports it only when a picows connection is opened.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from websockets.asyncio.client import ClientConnection
@@ -47,28 +47,19 @@ from websockets.exceptions import (
 from websockets.frames import OK_CLOSE_CODES, Close, CloseCode
 from websockets.http11 import Response
 
-from collector.config import ConfigError, FeedConfig
+from collector.config import PICOWS_INSTALL_HINT, ConfigError, FeedConfig
 
 if TYPE_CHECKING:
     from picows import WSFrame, WSTransport
 
-__all__ = ["Connection", "PicowsConnection", "check", "connect"]
+__all__ = ["Connection", "PicowsConnection", "connect"]
 
 MAX_SIZE = 64 * 2**20  # largest message accepted (a full-depth snapshot is far smaller)
 MAX_QUEUE = 64  # received messages held before reading pauses (websockets' max_queue)
 RESUME_AT = MAX_QUEUE // 4  # ... and resumes once the consumer is down to this many
 CLOSE_TIMEOUT_S = 2.0  # close(): wait this long for the peer's side of the closing handshake
-INSTALL_HINT = 'needs picows, which is not installed: pip install "gemini-collector[picows]"'
 
 Connection: TypeAlias = "ClientConnection | PicowsConnection"
-
-
-def check(cfg: FeedConfig) -> None:
-    """ValueError if cfg.transport names a client that is not installed (found without
-    importing it): for config validation, so a bad choice is refused when the config is
-    loaded, not at the first connect."""
-    if cfg.transport == "picows" and find_spec("picows") is None:
-        raise ValueError(INSTALL_HINT)
 
 
 async def connect(url: str, cfg: FeedConfig) -> Connection:
@@ -102,7 +93,7 @@ def _picows() -> tuple[Any, type[PicowsConnection]]:
     try:
         import picows
     except ImportError as exc:
-        raise ConfigError(f'feed.transport = "picows" {INSTALL_HINT}') from exc
+        raise ConfigError(f'feed.transport = "picows" {PICOWS_INSTALL_HINT}') from exc
     m = picows.WSMsgType
     _TEXT, _BINARY, _CONTINUATION, _CLOSE = m.TEXT, m.BINARY, m.CONTINUATION, m.CLOSE
     _NORMAL_CLOSURE = picows.WSCloseCode.OK

@@ -32,10 +32,12 @@ from typing import Any
 import orjson
 import structlog
 
-from collector import __version__, records, segments
+from collector import __version__, segments
+from collector import format
 from collector.config import OutputConfig
+from collector.format import header_start_s
+from collector.histogram import WRITE_BOUNDS_S, Histogram
 from collector.linequeue import LineQueue
-from collector.metrics import WRITE_BOUNDS_S, Histogram
 
 log = structlog.get_logger("writer")
 
@@ -113,16 +115,19 @@ def cut_partial_line(fd: int, path: Path) -> int:
 
 
 def _segment_start(path: Path, period_s: int) -> int:
-    """Period of a leftover current.jsonl: its header's, else its first record's, else mtime."""
-    try:
-        with open(path, "rb") as f:
-            first = orjson.loads(f.readline() or b"{}")
-    except (orjson.JSONDecodeError, OSError):
-        first = {}
-    if first.get("type") == "header" and isinstance(first.get("segment_start_s"), int):
-        return int(first["segment_start_s"])
-    if isinstance(first.get("recv_ns"), int):
-        return segments.period_start(first["recv_ns"] / 1e9, period_s)
+    """Period of a leftover current.jsonl: its header's, else its first record's (a file
+    from before segments had headers), else its mtime's."""
+    head = segments.peek_header(path)
+    start = None if head is None else header_start_s(head)
+    if start is not None:
+        return start
+    if head is None:
+        try:
+            recv_ns = orjson.loads(segments.first_line(path)).get("recv_ns")
+        except (orjson.JSONDecodeError, AttributeError):
+            recv_ns = None
+        if isinstance(recv_ns, int):
+            return segments.period_start(recv_ns / 1e9, period_s)
     return segments.period_start(path.stat().st_mtime, period_s)
 
 
@@ -274,7 +279,7 @@ class Writer:
             data = b"".join(chunks)
             lines = data.count(b"\n")
             if self.dropped[key]:
-                data = records.resync(key.split("/")[0], "dropped", time.time_ns(),
+                data = format.resync(key.split("/")[0], "dropped", time.time_ns(),
                                       dropped=self.dropped[key]) + data
             try:
                 f = self._file_for(key, now, len(data))
@@ -324,7 +329,7 @@ class Writer:
         folder.mkdir(parents=True, exist_ok=True)
         f = SegmentFile(folder, start)
         if f.size == 0:  # a new segment (a reopened one already has its header)
-            head = records.header(key.split("/")[0], "raw" if "/" in key else "records",
+            head = format.header(key.split("/")[0], "raw" if "/" in key else "records",
                                   start, __version__, self.config_dump)
             try:
                 f.write(head + (self.last_book.get(key) or b""))

@@ -21,7 +21,7 @@ from bench.run import percentiles, symbols_for
 from bench.simproc import frame
 from collector.sim.market import Market
 from collector.sim.symbols import spec_for
-from collector.stream import Stream
+from collector.v1_stream import V1Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_loop_market_frames_keep_a_stream_live() -> None:
     m = Market(spec_for("ETHUSD"), 5, 40)
     sub = f.Subscription(heartbeat=True)
     loop = LoopMarket(m, 200)
-    s = Stream("ETHUSD", 10, True)
+    s = V1Stream("ETHUSD", 10, True)
     s.feed(f.snapshot_frame(m.spec, loop.bids, loop.asks, loop.event_id, sub, 0), 1)
     for seq in range(1, 2 * len(loop.frames) + 1):
         u = loop.step(1_764_559_146_000 + seq)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -20,7 +18,9 @@ import orjson
 import pytest
 
 from collector import book as book_module
-from collector.book import NATIVE, PySide, canonical, fastbook
+from collector.app import use_native_book
+from collector.book import HAVE_NATIVE, PySide, fastbook
+from collector.format import canonical
 
 # --- both cores (imported by the other test files) ---------------------------------------------
 
@@ -65,15 +65,13 @@ def test_native_core_is_built_when_required() -> None:
     assert fastbook is not None
 
 
-def test_default_core_follows_native_and_the_pure_python_switch() -> None:
-    assert NATIVE == (fastbook is not None and not os.environ.get("COLLECTOR_PURE_PYTHON"))
-    want = fastbook.Side if NATIVE else PySide  # type: ignore[union-attr]
-    assert book_module.Side is want and type(book_module.Book().bids) is want
+def test_the_core_is_chosen_at_start_up_by_the_pure_python_switch() -> None:
+    assert HAVE_NATIVE == (fastbook is not None)
+    assert use_native_book({}) == HAVE_NATIVE
+    assert use_native_book({"COLLECTOR_PURE_PYTHON": "1"}) is False
+    want = fastbook.Side if HAVE_NATIVE else PySide  # type: ignore[union-attr]
+    assert type(book_module.Book().bids) is want
     assert type(book_module.Book(native=False).asks) is PySide
-    env = {**os.environ, "COLLECTOR_PURE_PYTHON": "1"}
-    out = subprocess.run([sys.executable, "-c", "import collector.book as b; print(b.NATIVE)"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    assert out == "False\n"
 
 
 # --- behaviour --------------------------------------------------------------------------------
@@ -284,7 +282,7 @@ def test_random_book_crossed_matches_brute_force(Book: BookClass) -> None:
         else:
             ref[side][price] = size
         want = bool(ref["bid"] and ref["ask"] and max(ref["bid"]) >= min(ref["ask"]))
-        assert book.crossed() == want
+        assert (book.crossed() is not None) == want
         crossed_seen += want
     assert 100 < crossed_seen < 2900, crossed_seen
 

@@ -1,4 +1,4 @@
-"""Replay real Gemini order flow (v2 captures re-encoded as v1 frames) through `Stream`.
+"""Replay real Gemini order flow (v2 captures re-encoded as v1 frames) through `V1Stream`.
 
 Every book record is compared with an independent reference: a plain dict
 {Decimal(price): (price text, qty text)} per side, sorted from scratch after every frame. The
@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.stream import Counts, Stream, StreamBroken
+from collector.stream import Counts, StreamBroken
+from collector.v1_stream import V1Stream
 from tests.captures import (
     ALL_CAPTURES, CAPTURES, TEXT_CAPTURES, V1_EXCERPTS, ZST_CAPTURE, Frame, read_capture, symbols,
     v1_frames,
@@ -105,7 +106,7 @@ def replay(symbol: str, frames: list[Frame], expected: list[Expected], emit_ever
            tally: Tally) -> None:
     unknown: list[str] = []
     counts = Counts()
-    stream = Stream(symbol, DEPTH, emit_every, unknown.append, counts)
+    stream = V1Stream(symbol, DEPTH, emit_every, unknown.append, counts)
     assert len(frames) == len(expected)
     for frame, exp in zip(frames, expected):
         try:
@@ -179,8 +180,8 @@ def test_capture_native_and_python_cores_write_the_same_bytes(name: str, respell
     messages = _load(name)
     frames = 0
     for sym in symbols(messages):
-        c = Stream(sym, DEPTH, True, native=True)
-        py = Stream(sym, DEPTH, True, native=False)
+        c = V1Stream(sym, DEPTH, True, native=True)
+        py = V1Stream(sym, DEPTH, True, native=False)
         for frame in v1_frames(messages, sym, respelled=respelled):
             assert c.feed(frame.raw, frame.recv_ns) == py.feed(frame.raw, frame.recv_ns), sym
         assert (c.expected, c.counts) == (py.expected, py.counts)

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from collector import records
-from collector.current_stream import CurrentStream, book_record
-from collector.metrics import Histogram
+from collector import format
+from collector.current_stream import CurrentStream
+from collector.histogram import Histogram
 from collector.stream import Counts, StreamBroken
 
 SYM = "BTCUSD"
@@ -353,12 +353,13 @@ def test_shared_request_ids_route_replies() -> None:
 
 # --- record layout ------------------------------------------------------------------------
 
-def test_book_record_is_records_book_plus_exchange_ns() -> None:
-    bids = [("100.5", "1"), ("100", "2")]
-    asks = [("101", "3")]
-    ours = orjson.loads(book_record(SYM, 42, E0, T0, bids, asks))
+def test_book_record_is_the_v1_book_record_plus_exchange_ns() -> None:
+    s = CurrentStream(SYM, 10, False)
+    s.start()
+    ours = orjson.loads(s.feed(depth(42, 42, [["100.5", "1"], ["100", "2"]], [["101", "3"]], E0), T0))
     assert ours.pop("exchange_ns") == E0
-    theirs = records.book(SYM, 42, 42, E0 // 1_000_000, T0, bids, asks)
+    theirs = format.book(SYM, 42, 42, E0 // 1_000_000, T0, [("100.5", "1"), ("100", "2")],
+                         [("101", "3")])
     assert orjson.dumps(ours, option=orjson.OPT_APPEND_NEWLINE) == theirs
 
 

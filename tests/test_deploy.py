@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import health
+from collector import health, monitor
 from collector.book import fastbook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_unit_settings():
     watchdog = seconds(one["Service.WatchdogSec"])
     # pings every half; a stuck writer stops them after health.writer_stuck_s, and the
     # process's own exit comes later, so systemd's kill (with stacks on SIGABRT) is first
-    assert watchdog / 2 >= 2 * health.TICK_S
+    assert watchdog / 2 >= 2 * monitor.TICK_S
     assert health.WRITER_STUCK_S + watchdog < health.EXIT_AFTER_S
     for directive in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "PrivateDevices",
                       "ProtectKernelTunables", "RestrictAddressFamilies", "SystemCallFilter",
@@ -239,7 +239,8 @@ def test_the_build_stage_can_make_the_wheel_from_that_context(tmp_path):
         names = z.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "collector = collector.cli:main" in z.read(entry_points).decode()
-    assert {"collector/health.py", "collector/metrics.py", "collector/notify.py"} <= set(names)
+    assert {"collector/health.py", "collector/heartbeat.py", "collector/monitor.py",
+            "collector/metrics.py", "collector/notify.py"} <= set(names)
     if fastbook is not None:  # a compiler here (the image's build stage installs one): in the wheel
         assert [n for n in names if n.startswith("collector/_fastbook.") and n.endswith(".so")]
 

@@ -12,7 +12,7 @@ from websockets.asyncio.server import serve
 
 from collector import feed as feed_module
 from collector.sim import SimExchange
-from collector.stream import Stream
+from collector.v1_stream import V1Stream
 from tests.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
 
 SYMBOLS = ["BTCUSD", "ETHUSD"]
@@ -263,7 +263,7 @@ async def test_connection_budget_paces_a_flapping_symbol(sim, tmp_path, api):
 
 
 async def test_a_crashing_feed_is_restarted_alone(sim, tmp_path, monkeypatch):
-    real = Stream.feed
+    real = V1Stream.feed
     crashes = {"left": 1}
 
     def buggy(self, raw, recv_ns):
@@ -272,7 +272,7 @@ async def test_a_crashing_feed_is_restarted_alone(sim, tmp_path, monkeypatch):
             raise RuntimeError("injected bug")
         return real(self, raw, recv_ns)
 
-    monkeypatch.setattr(Stream, "feed", buggy)
+    monkeypatch.setattr(V1Stream, "feed", buggy)
     cfg = make_config(sim.ws_url, tmp_path, SYMBOLS)
     async with running(cfg) as app:
         btc = app.feeds["BTCUSD"]

@@ -22,17 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import collector.app
 from collector import config
-from collector.feed import FeedStats
-from collector.health import (
-    HEALTH_FILE,
-    Monitor,
-    Problem,
-    parse_listen,
-    probe,
-    read_heartbeat,
-    write_heartbeat,
-)
-from collector.metrics import Histogram, MetricsServer
+from collector.config import parse_listen
+from collector.feed import FeedState, FeedStats
+from collector.health import Problem
+from collector.heartbeat import HEALTH_FILE, probe, read_heartbeat, write_heartbeat
+from collector.histogram import Histogram
+from collector.metrics import MetricsServer
+from collector.monitor import Monitor
 from collector.sim import SimExchange
 from collector.writer import Writer
 from tests.e2e import make_config, running, wait_until
@@ -78,14 +74,14 @@ def test_histogram_buckets_are_cumulative_with_prometheus_le():
 def still_app(tmp_path: Path) -> SimpleNamespace:
     cfg = config.from_dict({"feed": {"symbols": ["BTCUSD", "ETHUSD"], "stale_after_s": 5.0},
                             "output": {"dir": str(tmp_path)}})
-    btc = FeedStats(live=True, last_frame=time.monotonic(), updates=120, trades=7, connects=3)
+    btc = FeedStats(state=FeedState.LIVE, last_frame=time.monotonic(), updates=120, trades=7, connects=3)
     btc.resyncs.update(stale=1, closed=2)
     btc.marked.update(stale=1)
     btc.unknown.update(mystery=1)
     btc.latency = Histogram()
     for ms in (3, 40, 40, 700):
         btc.latency.observe(ms)
-    eth = FeedStats(live=False)
+    eth = FeedStats()
     writer = Writer(cfg.output)
     writer.bytes_written.update({"BTCUSD": 1000, "ETHUSD": 24})
     writer.lines_written.update({"BTCUSD": 10, "ETHUSD": 1})
@@ -139,7 +135,7 @@ async def test_metrics_and_healthz_over_http(tmp_path):
         assert orjson.loads(body) == {"status": "unhealthy", "problems": [
             {"kind": "stream_down", "symbol": "ETHUSD",
              "detail": orjson.loads(body)["problems"][0]["detail"]}]}
-        app.feeds["ETHUSD"].stats.live = True
+        app.feeds["ETHUSD"].stats.state = FeedState.LIVE
         app.feeds["ETHUSD"].stats.last_frame = time.monotonic()
         status, _, body = await http_get(port, "/healthz")
         assert (status, orjson.loads(body)) == (200, {"status": "ok", "problems": []})
@@ -209,7 +205,7 @@ async def test_probe_asks_healthz(tmp_path):
         listen = f"127.0.0.1:{monitor.server.port}"
         ok, text = await asyncio.to_thread(probe, listen, tmp_path)
         assert not ok and "ETHUSD" in text
-        app.feeds["ETHUSD"].stats.live = True
+        app.feeds["ETHUSD"].stats.state = FeedState.LIVE
         app.feeds["ETHUSD"].stats.last_frame = time.monotonic()
         assert await asyncio.to_thread(probe, listen, tmp_path) == (True, '{"status":"ok","problems":[]}')
     finally:

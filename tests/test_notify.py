@@ -24,15 +24,9 @@ import pytest
 import collector.app
 from collector import config
 from collector import writer as writer_mod
-from collector.feed import FeedStats
-from collector.health import (
-    EX_SOFTWARE,
-    Monitor,
-    ProcessWatchdog,
-    WriterProgress,
-    check,
-    writer_done,
-)
+from collector.feed import FeedState, FeedStats
+from collector.health import WriterProgress, check, writer_done
+from collector.monitor import EX_SOFTWARE, Monitor, ProcessWatchdog
 from collector.notify import Notifier, socket_address, watchdog_interval
 from collector.writer import Writer
 
@@ -132,7 +126,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
 # ---- the pure health check -----------------------------------------------------------------
 
 def feed(live: bool = True, last_frame: float = 100.0, **resyncs: int) -> SimpleNamespace:
-    st = FeedStats(live=live, last_frame=last_frame)
+    st = FeedStats(state=FeedState.LIVE if live else FeedState.WAITING, last_frame=last_frame)
     st.resyncs.update(resyncs)
     return SimpleNamespace(stats=st)
 

@@ -216,12 +216,13 @@ async def test_raw_frames_of_the_current_api_replay_to_the_same_records(tmp_path
 
 def test_replay_of_the_current_api_checks_the_requests_sent(tmp_path, capsys):
     """A logged request the replayed stream would not have made is an error naming the line."""
-    from collector import __version__, rawlog, records
+    from collector import __version__, rawlog
+    from collector import format as fmt
 
     raw = tmp_path / "BTCUSD" / "raw"
     raw.mkdir(parents=True)
     (raw / "current.jsonl").write_bytes(
-        records.header("BTCUSD", "raw", 0, __version__, {"feed": {"api": "current"}, "book": {}})
+        fmt.header("BTCUSD", "raw", 0, __version__, {"feed": {"api": "current"}, "book": {}})
         + rawlog.connect("ws://127.0.0.1:1/?snapshot=-1", 1)
         + rawlog.sent(b'{"method":"SUBSCRIBE","params":["btcusd@depth@100ms"],"id":1}', 2))
     assert main_replay([str(tmp_path)], stdout=io.BytesIO()) == 1

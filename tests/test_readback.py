@@ -1,4 +1,5 @@
-"""collector.readback: records read back across rotated, compressed segments, and `cat`."""
+"""collector.reading (with listing, decoding): records read back across rotated,
+compressed segments, and `collector cat`."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import orjson
 import pytest
 import zstandard
 
-from collector import readback, records
-from collector.readback import ReadError, main_cat, parse_time, read, read_lines
+from collector import cat as cat_mod
+from collector import decoding, listing, reading
+from collector import format as fmt
+from collector.cat import main_cat
+from collector.decoding import ReadError
+from collector.reading import parse_time, read, read_lines
 
 HOUR_NS = 3600 * 10**9
 T0 = datetime(2026, 11, 24, 6, tzinfo=UTC)
@@ -40,7 +45,7 @@ def stamp(t_ns: int) -> str:
 
 
 def header(symbol: str, start_ns: int, stream: str = "records") -> bytes:
-    return records.header(symbol, stream, start_ns // 10**9, "0.1.0", {"book": {"depth": 3}})
+    return fmt.header(symbol, stream, start_ns // 10**9, "0.1.0", {"book": {"depth": 3}})
 
 
 def stream_lines(symbol: str, start_ns: int, stop_ns: int, step_s: float, seed: int = 1,
@@ -49,25 +54,25 @@ def stream_lines(symbol: str, start_ns: int, stop_ns: int, step_s: float, seed: 
     and a gap resync + new connection at each frame index in `breaks`."""
     rnd = random.Random(seed)
     mid = Decimal("11400.00")
-    out = [records.resync(symbol, "start", start_ns)]
+    out = [fmt.resync(symbol, "start", start_ns)]
     seq = 0
     event_id = 7_000_000_000
     t = start_ns + 10**6
     i = 0
     while t < stop_ns:
         if i in breaks:
-            out.append(records.resync(symbol, "gap", t, expected_seq=seq + 1, got_seq=seq + 3))
+            out.append(fmt.resync(symbol, "gap", t, expected_seq=seq + 1, got_seq=seq + 3))
             seq = -1
             t += 10**7
         seq += 1
         event_id += rnd.randint(1, 50)
         mid += Decimal(rnd.randint(-5, 5)) / 100
         if seq and rnd.random() < 0.5:
-            out.append(records.trade(symbol, seq, event_id, event_id - 1, str(mid), "0.01",
+            out.append(fmt.trade(symbol, seq, event_id, event_id - 1, str(mid), "0.01",
                                      rnd.choice(["bid", "ask"]), False, t // 10**6, t))
         bids = [(str(mid - Decimal(k + 1) / 100), f"0.{k + 1}") for k in range(3)]
         asks = [(str(mid + Decimal(k + 1) / 100), f"1.{k}") for k in range(3)]
-        out.append(records.book(symbol, seq, event_id, None if seq == 0 else t // 10**6, t,
+        out.append(fmt.book(symbol, seq, event_id, None if seq == 0 else t // 10**6, t,
                                 bids, asks))
         t += int(step_s * 10**9)
         i += 1
@@ -224,13 +229,13 @@ def test_records_just_after_start_in_the_previous_segment_are_found(data: Layout
 
 def test_segments_outside_the_window_are_not_opened(data: Layout, monkeypatch) -> None:
     opened: list[str] = []
-    real = readback.open_binary
+    real = decoding.open_binary
 
     def spy(path):
         opened.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(readback, "open_binary", spy)
+    monkeypatch.setattr(listing, "open_binary", spy)
     got = list(read(data.root, "BTCUSD", start=ns(2, 1200) // 10**6, end=ns(2, 1800) // 10**6))
     assert got == [r for r in loads_all(data.expected["BTCUSD"])
                    if ns(2, 1200) <= r["recv_ns"] < ns(2, 1800)]
@@ -253,7 +258,7 @@ def test_headers_only_when_asked(data: Layout) -> None:
 
 
 def test_uncompressed_twin_vanishing_falls_back_to_compressed(data: Layout, monkeypatch) -> None:
-    real = readback.open_binary
+    real = decoding.open_binary
     plain = f"BTCUSD.{stamp(ns(2))}.jsonl"
 
     def racing(path):  # the compression finished between listing and opening
@@ -261,7 +266,7 @@ def test_uncompressed_twin_vanishing_falls_back_to_compressed(data: Layout, monk
             Path(path).unlink()
         return real(path)
 
-    monkeypatch.setattr(readback, "open_binary", racing)
+    monkeypatch.setattr(listing, "open_binary", racing)
     assert list(read_lines(data.root, "BTCUSD")) == data.expected["BTCUSD"]
 
 
@@ -285,7 +290,7 @@ def test_bad_line_raises_with_path_and_line(data: Layout) -> None:
 def test_truncated_zstd_raises(data: Layout) -> None:
     seg = data.files["BTCUSD"][0]
     assert seg.name.endswith(".zst")
-    blob = zstandard.ZstdCompressor().compress(readback.open_binary(seg).read())
+    blob = zstandard.ZstdCompressor().compress(decoding.open_binary(seg).read())
     seg.write_bytes(blob[: len(blob) - 20])
     with pytest.raises(ReadError, match="zstd"):
         list(read(data.root, "BTCUSD"))
@@ -309,12 +314,12 @@ def test_bad_arguments() -> None:
 def test_to_dataframe_says_how_to_get_pandas(data: Layout, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
-        readback.to_dataframe(data.root)
+        reading.to_dataframe(data.root)
 
 
 # --------------------------------------------------------------------------- cat
 
-CAT = "import sys; from collector.readback import main_cat; sys.exit(main_cat(sys.argv[1:]))"
+CAT = "import sys; from collector.cat import main_cat; sys.exit(main_cat(sys.argv[1:]))"
 
 
 def cat(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -358,7 +363,7 @@ def test_cat_subprocess_exit_codes(data: Layout, tmp_path: Path) -> None:
 
 def test_zstd_segment_of_several_frames(data: Layout) -> None:
     seg = data.files["BTCUSD"][0]
-    with readback.open_binary(seg) as f:
+    with decoding.open_binary(seg) as f:
         plain = f.read()
     cut = plain.index(b"\n", len(plain) // 2) + 1
     c = zstandard.ZstdCompressor()
@@ -368,4 +373,4 @@ def test_zstd_segment_of_several_frames(data: Layout) -> None:
 
 def test_cat_help(capsys) -> None:
     assert main_cat(["--help"]) == 0
-    assert capsys.readouterr().out.startswith("usage: " + readback.CAT_USAGE)
+    assert capsys.readouterr().out.startswith("usage: " + cat_mod.CAT_USAGE)

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import zstandard
 
-from collector import readback, segments
+from collector import segments
+from collector.decoding import open_binary
+from collector.format import SegmentName
 
 
 def touch(path: Path, data: bytes = b"x\n", mtime: float | None = None) -> Path:
@@ -20,7 +22,7 @@ def test_period_start_is_utc_aligned():
     assert segments.period_start(t + 3599, 3600) == 1_764_000_000
     assert segments.period_start(t + 3600, 3600) == 1_764_003_600
     assert segments.period_start(t, 86400) % 86400 == 0
-    assert segments.stamp(1_764_000_000) == "20251124T160000Z"
+    assert SegmentName(1_764_000_000, 1, "BTCUSD").plain == "BTCUSD.20251124T160000Z.jsonl"
 
 
 def test_names_order_and_suffixes(tmp_path):
@@ -53,7 +55,7 @@ def test_compress_round_trips_and_removes_the_plain_file(tmp_path):
         final = segments.compress(plain, method)
         assert not plain.exists() and final.exists()
         assert opener(final) == data
-        with readback.open_binary(final) as f:
+        with open_binary(final) as f:
             assert f.read() == data
     assert not list(tmp_path.glob("*.tmp"))
 

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.stream import Counts, Stream, StreamBroken
-from tests.test_book import CORES
+from collector.stream import Counts, StreamBroken
+from collector.v1_stream import V1Stream
+from tests.test_book import CORES, needs_native
 
 SYM = "BTCUSD"
 T0 = 1_700_000_000_000_000_000  # recv_ns
@@ -53,13 +54,13 @@ def lines(out: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in out.split(b"\n")[:-1]]
 
 
-def started(depth: int = 2, emit_every: bool = False, **kw: Any) -> Stream:
-    s = Stream(SYM, depth, emit_every, **kw)
+def started(depth: int = 2, emit_every: bool = False, **kw: Any) -> V1Stream:
+    s = V1Stream(SYM, depth, emit_every, **kw)
     s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
     return s
 
 
-def broken(stream: Stream, raw: bytes) -> StreamBroken:
+def broken(stream: V1Stream, raw: bytes) -> StreamBroken:
     with pytest.raises(StreamBroken) as info:
         stream.feed(raw, T0 + 1)
     return info.value
@@ -69,7 +70,7 @@ def broken(stream: Stream, raw: bytes) -> StreamBroken:
 
 def test_snapshot_builds_the_book_and_writes_one_book_record() -> None:
     counts = Counts()
-    s = Stream(SYM, 2, False, counts=counts)
+    s = V1Stream(SYM, 2, False, counts=counts)
     assert not s.live
     out = s.feed(upd(0, SNAPSHOT_EVENTS, event_id=7275473603), T0)
     assert s.live
@@ -84,13 +85,13 @@ def test_snapshot_builds_the_book_and_writes_one_book_record() -> None:
 
 
 def test_snapshot_with_timestamp_keeps_it_and_full_depth_when_short() -> None:
-    s = Stream(SYM, 10, False)
+    s = V1Stream(SYM, 10, False)
     (rec,) = lines(s.feed(upd(0, [chg("ask", "5", "1", "initial")], ts=123), T0))
     assert rec["exchange_ms"] == 123 and rec["bids"] == [] and rec["asks"] == [["5", "1"]]
 
 
 def test_empty_snapshot_still_writes_a_book_record() -> None:
-    s = Stream(SYM, 10, False)
+    s = V1Stream(SYM, 10, False)
     assert lines(s.feed(upd(0, []), T0)) == [
         {"type": "book", "symbol": SYM, "seq": 0, "event_id": 1000, "exchange_ms": None,
          "recv_ns": T0, "bids": [], "asks": []}]
@@ -100,14 +101,14 @@ def test_empty_snapshot_still_writes_a_book_record() -> None:
 # --- sequence rules -----------------------------------------------------------------------
 
 def test_first_frame_not_zero_is_a_gap() -> None:
-    s = Stream(SYM, 10, False)
+    s = V1Stream(SYM, 10, False)
     exc = broken(s, upd(1, SNAPSHOT_EVENTS))
     assert exc.reason == "gap" and exc.fields == {"expected_seq": 0, "got_seq": 1}
     assert not s.live
 
 
 def test_first_heartbeat_not_zero_is_a_gap() -> None:
-    exc = broken(Stream(SYM, 10, False), hb(3))
+    exc = broken(V1Stream(SYM, 10, False), hb(3))
     assert exc.reason == "gap" and exc.fields == {"expected_seq": 0, "got_seq": 3}
 
 
@@ -149,7 +150,7 @@ def test_unknown_frames_take_sequence_numbers_and_are_reported() -> None:
                          ids=["heartbeat", "unknown"])
 def test_frame_zero_must_be_the_snapshot(raw: bytes) -> None:
     seen: list[str] = []
-    s = Stream(SYM, 10, False, seen.append)
+    s = V1Stream(SYM, 10, False, seen.append)
     exc = broken(s, raw)
     assert exc.reason == "invalid" and "snapshot" in exc.fields["detail"]
     assert not s.live and seen == []
@@ -159,14 +160,14 @@ def test_frame_zero_must_be_the_snapshot(raw: bytes) -> None:
 
 @pytest.mark.parametrize("before_snapshot", [True, False])
 def test_invalid_frame_breaks_with_detail_and_sample(before_snapshot: bool) -> None:
-    s = Stream(SYM, 10, False) if before_snapshot else started()
+    s = V1Stream(SYM, 10, False) if before_snapshot else started()
     raw = upd(0 if before_snapshot else 1, [chg("bid", "6.5e3", "1")])
     exc = broken(s, raw)
     assert exc.reason == "invalid"
     assert set(exc.fields) == {"detail", "sample"}
     assert "price" in exc.fields["detail"]
     assert exc.fields["sample"] == raw.decode()[:200]
-    exc = broken(Stream(SYM, 10, False), b"\x00not json")
+    exc = broken(V1Stream(SYM, 10, False), b"\x00not json")
     assert exc.reason == "invalid" and exc.fields["sample"].endswith("not json")
 
 
@@ -194,7 +195,7 @@ def test_crossed_only_after_the_whole_frame() -> None:
 
 
 def test_crossed_snapshot() -> None:
-    s = Stream(SYM, 10, False)
+    s = V1Stream(SYM, 10, False)
     exc = broken(s, upd(0, [chg("bid", "10", "1", "initial"), chg("ask", "9.99", "1", "initial")]))
     assert exc.reason == "crossed" and exc.fields["seq"] == 0
     assert not s.live
@@ -291,7 +292,7 @@ def test_block_trade_record() -> None:
 
 
 def test_trades_in_the_snapshot_come_before_its_book_record() -> None:
-    s = Stream(SYM, 1, False)
+    s = V1Stream(SYM, 1, False)
     recs = lines(s.feed(upd(0, [trade(4, "100", "1"), chg("bid", "99", "1", "initial")]), T0))
     assert [r["type"] for r in recs] == ["trade", "book"]
     assert recs[0]["exchange_ms"] is None and recs[0]["seq"] == 0
@@ -374,40 +375,32 @@ def sim_frames() -> tuple[bytes, ...]:
     return tuple(make_frames(2999, 200, "ETHUSD", seed=7))
 
 
-# --- the one-change fast path ---------------------------------------------------------------
+# --- the C fast path ------------------------------------------------------------------------
 
-class GeneralOnly(Stream):
-    """A Stream with the fast paths off: every frame through `parse_object` and `_events`."""
+class GeneralOnly(V1Stream):
+    """A stream with the fast path off: every frame through `parse` and `_events`."""
 
     __slots__ = ()
 
     def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
         return None
 
-    def _fast_py(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
-        return None
 
-
-class CountingFast(Stream):
+class CountingFast(V1Stream):
     __slots__ = ("fast",)
 
-    def _counted(self, out: bytes | None) -> bytes | None:
+    def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
+        out = super()._fast_native(raw, recv_ns)
         self.fast = getattr(self, "fast", 0) + (out is not None)
         return out
 
-    def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
-        return self._counted(super()._fast_native(raw, recv_ns))
 
-    def _fast_py(self, msg: dict[str, Any], recv_ns: int) -> bytes | None:
-        return self._counted(super()._fast_py(msg, recv_ns))
-
-
-@pytest.mark.parametrize("native", CORES)
+@needs_native
 @pytest.mark.parametrize("emit_every", [False, True])
-def test_fast_path_writes_what_the_general_path_writes(emit_every: bool, native: bool) -> None:
+def test_fast_path_writes_what_the_general_path_writes(emit_every: bool) -> None:
     raws = sim_frames()
-    fast = CountingFast("ETHUSD", 10, emit_every, native=native)
-    slow = GeneralOnly("ETHUSD", 10, emit_every, native=native)
+    fast = CountingFast("ETHUSD", 10, emit_every, native=True)
+    slow = GeneralOnly("ETHUSD", 10, emit_every, native=True)
     for i, raw in enumerate(raws):
         assert fast.feed(raw, T0 + i) == slow.feed(raw, T0 + i), i
     assert fast.fast > len(raws) // 2  # the fast path did most of the work
@@ -438,10 +431,10 @@ EDGE_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("native", CORES)
+@needs_native
 @pytest.mark.parametrize("raw", EDGE_FRAMES, ids=range(len(EDGE_FRAMES)))
-def test_fast_path_edge_cases_match_the_general_path(raw: bytes, native: bool) -> None:
-    def outcome(s: Stream) -> Any:
+def test_fast_path_edge_cases_match_the_general_path(raw: bytes) -> None:
+    def outcome(s: V1Stream) -> Any:
         try:
             out = s.feed(raw, T0 + 1)
         except StreamBroken as exc:
@@ -449,8 +442,8 @@ def test_fast_path_edge_cases_match_the_general_path(raw: bytes, native: bool) -
         assert s.book is not None
         return out, s.expected, s.counts, s.book.bids.top(10), s.book.asks.top(10)
 
-    fast = Stream(SYM, 10, True, native=native)
-    slow = GeneralOnly(SYM, 10, True, native=native)
+    fast = V1Stream(SYM, 10, True, native=True)
+    slow = GeneralOnly(SYM, 10, True, native=True)
     for s in (fast, slow):
         s.feed(upd(0, SNAPSHOT_EVENTS, event_id=555), T0)
     assert outcome(fast) == outcome(slow)

@@ -26,7 +26,7 @@ from websockets.exceptions import (
     InvalidStatus,
 )
 
-from collector import transport
+from collector import config, transport
 from collector.config import ConfigError, FeedConfig
 from collector.sim import SimExchange
 
@@ -325,12 +325,12 @@ def test_importing_transport_does_not_import_picows() -> None:
 async def test_picows_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     transport._picows.cache_clear()
     monkeypatch.setitem(sys.modules, "picows", None)  # import picows -> ImportError
-    monkeypatch.setattr(transport, "find_spec", lambda name: None)
+    monkeypatch.setattr(config, "find_spec", lambda name: None)
     try:
         with pytest.raises(ConfigError, match=r"pip install .*gemini-collector\[picows\]"):
             await transport.connect("ws://127.0.0.1:9/", feed_cfg("picows"))
         with pytest.raises(ValueError, match="needs picows"):
-            transport.check(feed_cfg("picows"))
-        transport.check(feed_cfg("websockets"))  # the default never needs it
+            config.check_transport(feed_cfg("picows"))
+        config.check_transport(feed_cfg("websockets"))  # the default never needs it
     finally:
         transport._picows.cache_clear()

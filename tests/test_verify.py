@@ -12,8 +12,8 @@ import orjson
 import pytest
 import zstandard
 
-from collector import records
-from collector.readback import open_binary
+from collector import format as fmt
+from collector.decoding import open_binary
 from collector.verify import MAX_SHOWN, main_verify, verify
 from tests.test_readback import Layout, build, header, ns, stamp
 
@@ -147,15 +147,15 @@ def test_span_rules(data: Layout) -> None:
     last = orjson.loads(lines[-1])
     assert last["type"] == "book"
     t = last["recv_ns"]
-    book0 = records.book("BTCUSD", 0, 1, None, t + 1, [("1.5", "1")], [("1.6", "2")])
+    book0 = fmt.book("BTCUSD", 0, 1, None, t + 1, [("1.5", "1")], [("1.6", "2")])
     extra = [
-        records.trade("BTCUSD", last["seq"], 5, 4, "1.5", "1", "bid", False, 1, t + 2),  # after its book
+        fmt.trade("BTCUSD", last["seq"], 5, 4, "1.5", "1", "bid", False, 1, t + 2),  # after its book
         book0,                                                  # new connection, no resync
-        records.resync("BTCUSD", "closed", t + 3, detail="eof"),
+        fmt.resync("BTCUSD", "closed", t + 3, detail="eof"),
         book0,                                                  # fine after a resync
-        records.resync("BTCUSD", "dropped", t + 4, dropped=3),
-        records.book("BTCUSD", 4, 2, 1, t + 5, [("1.5", "1")], [("1.6", "2")]),  # fine: new span
-        records.book("BTCUSD", 5, 2, 1, t + 6, [("1.5", "0")], [("1.6", "2")]),
+        fmt.resync("BTCUSD", "dropped", t + 4, dropped=3),
+        fmt.book("BTCUSD", 4, 2, 1, t + 5, [("1.5", "1")], [("1.6", "2")]),  # fine: new span
+        fmt.book("BTCUSD", 5, 2, 1, t + 6, [("1.5", "0")], [("1.6", "2")]),
         b'{"type":"resync","symbol":"BTCUSD","reason":"nonsense","recv_ns":%d}\n' % (t + 7),
         b'{"type":"quote","symbol":"BTCUSD","recv_ns":1}\n',
         b"\n",

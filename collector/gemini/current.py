@@ -22,7 +22,6 @@ A quantity that is zero in any spelling is `"0"`, which removes the level.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,21 +29,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from collector.gemini.v1 import InvalidFrame, is_int, json_object
+from collector.format import Level, canonical, is_decimal
+from collector.gemini.wire import InvalidFrame, is_int, json_object
 
 __all__ = [
-    "DEFAULT_URL", "Ack", "DepthUpdate", "Error", "Frame", "InvalidFrame", "Level", "Trade",
-    "UnknownFrame", "canonical", "connect_url", "depth_stream", "parse", "streams",
+    "DEFAULT_URL", "Ack", "DepthUpdate", "Error", "Frame", "InvalidFrame", "Trade",
+    "UnknownFrame", "connect_url", "depth_stream", "parse", "streams",
     "subscribe", "trade_stream", "unsubscribe",
 ]
 
 DEFAULT_URL = "wss://ws.gemini.com"
 DEPTH_SUFFIX = "@depth@100ms"  # full differential depth, 100 ms (`@depth` is the 1 s one)
 TRADE_SUFFIX = "@trade"
-
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
-
-Level = tuple[str, str]  # (price, quantity), canonical text
 
 
 # ---- URLs and requests ---------------------------------------------------------------
@@ -138,16 +134,6 @@ class UnknownFrame:
 Frame = DepthUpdate | Trade | Ack | Error | UnknownFrame
 
 
-def canonical(text: str) -> str:
-    """Canonical text of a decimal string already known to match `_DECIMAL`."""
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    text = text.lstrip("0")
-    if not text:
-        return "0"
-    return "0" + text if text[0] == "." else text
-
-
 def parse(raw: bytes | str) -> Frame:
     msg = json_object(raw)
     kind = msg.get("e")
@@ -208,7 +194,7 @@ def _levels(msg: dict[str, Any], key: str) -> tuple[Level, ...]:
 
 
 def _decimal(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _DECIMAL.match(value):
+    if not isinstance(value, str) or not is_decimal(value):
         raise _Bad(f"{what} {value!r} is not a decimal string")
     return canonical(value)
 

@@ -9,16 +9,11 @@ so the book never sees a value it cannot key exactly.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, TypeGuard, Union
+from typing import Any, Union
 
-import orjson
-
-# Plain non-negative ASCII decimals as Gemini writes them ("0", "6513.20", "0.00000001").
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
-is_decimal = _DECIMAL.match
-_SAMPLE_CHARS = 200
+from collector.format import MAKER_SIDES, is_decimal, is_zero
+from collector.gemini.wire import InvalidFrame, is_int, json_object
 
 
 def stream_url(base: str, symbol: str, trades: bool) -> str:
@@ -29,16 +24,6 @@ def stream_url(base: str, symbol: str, trades: bool) -> str:
         f"{base.rstrip('/')}/{symbol}?heartbeat=true&bids=true&offers=true"
         f"&trades={'true' if trades else 'false'}&auctions=true&top_of_book=false"
     )
-
-
-class InvalidFrame(ValueError):
-    """A frame that breaks the protocol; `sample` is its first bytes for the log."""
-
-    def __init__(self, why: str, raw: bytes | str) -> None:
-        super().__init__(why)
-        self.why = why
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        self.sample = text[:_SAMPLE_CHARS]
 
 
 # Frames and events are plain slotted classes, not frozen: a frozen dataclass costs ~4x
@@ -97,19 +82,7 @@ class UnknownFrame:
 
 Frame = Union[Heartbeat, Update, UnknownFrame]
 
-_MAKER_SIDES = ("bid", "ask", "auction")
 _AUCTIONS = ("auction_open", "auction_indicative", "auction_result")
-
-
-def json_object(raw: bytes | str) -> dict[str, Any]:
-    """A frame's JSON object, or InvalidFrame (shared by both APIs' parsers)."""
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidFrame("not JSON", raw) from None
-    if not isinstance(msg, dict):
-        raise InvalidFrame("not a JSON object", raw)
-    return msg
 
 
 def parse(raw: bytes | str) -> Frame:
@@ -157,13 +130,13 @@ def _event(e: Any) -> Event:
         if side != "bid" and side != "ask":
             raise _BadEvent(f"change side {side!r}")
         price = _decimal(e, "price")
-        if not price.strip("0."):
+        if is_zero(price):
             raise _BadEvent("change price is zero")
         reason = e.get("reason")
         return Change(side, price, _decimal(e, "remaining"), reason if isinstance(reason, str) else "")
     if kind == "trade":
         maker = e.get("makerSide")
-        if maker not in _MAKER_SIDES:
+        if maker not in MAKER_SIDES:
             raise _BadEvent(f"trade makerSide {maker!r}")
         return Trade(_tid(e), _decimal(e, "price"), _decimal(e, "amount"), maker)
     if kind == "block_trade":
@@ -188,7 +161,3 @@ def _tid(e: dict[str, Any]) -> int:
         raise _BadEvent(f"{e.get('type')} tid {tid!r} is not an integer")
     return tid
 
-
-def is_int(v: Any) -> TypeGuard[int]:
-    """An int that is not a bool (JSON true is not a number here)."""
-    return isinstance(v, int) and not isinstance(v, bool)
