@@ -19,7 +19,7 @@ UPDATE_PREFIX = b'{"type":"update","eventId":'
 
 
 def dump_arrays(path: str | Path, meta: dict[str, Any] | None = None,
-                **arrays: array.array) -> None:
+                **arrays: array.array[Any]) -> None:
     head = {"meta": meta or {}, "arrays": {k: len(v) for k, v in arrays.items()}}
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
@@ -29,7 +29,7 @@ def dump_arrays(path: str | Path, meta: dict[str, Any] | None = None,
     os.replace(tmp, path)
 
 
-def load_arrays(path: str | Path) -> tuple[dict[str, Any], dict[str, array.array]]:
+def load_arrays(path: str | Path) -> tuple[dict[str, Any], dict[str, array.array[Any]]]:
     with open(path, "rb") as f:
         head = json.loads(f.readline())
         out = {}

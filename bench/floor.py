@@ -67,7 +67,7 @@ async def picows_symbol(url: str, tally: Tally) -> None:
     eids, done = tally.eids, tally.done_ns
     closed = asyncio.get_running_loop().create_future()
 
-    class Listener(WSListener):  # type: ignore[misc]
+    class Listener(WSListener):
         def __init__(self) -> None:
             self.parts: list[bytes] = []
 

@@ -3,7 +3,7 @@
     python -m bench.probe --write-log FILE run --config CONFIG
 
 Runs `collector.cli.main(["run", ...])` unchanged, after wrapping the writer's
-`collector.writer._os_write` seam (the one the tests use to inject ENOSPC): each call
+`collector.runtime.writer._os_write` seam (the one the tests use to inject ENOSPC): each call
 appends (time after the write returned, fd, bytes written) to three int64 arrays, about
 0.3 us per write call (one call per stream per writer batch, not per record). At exit the
 arrays go to FILE with each fd's path, so the harness can give every line of every
@@ -25,7 +25,8 @@ def main() -> int:
         return 2
     log_path, rest = args[1], args[2:]
     from bench.common import dump_arrays
-    from collector import cli, writer
+    from collector import cli
+    from collector.runtime import writer
 
     t_ns, fds, sizes = array.array("q"), array.array("q"), array.array("q")
     paths: dict[int, str] = {}
@@ -40,7 +41,7 @@ def main() -> int:
             paths[fd] = os.readlink(f"/proc/self/fd/{fd}")
         return n
 
-    writer._os_write = timed_write  # type: ignore[assignment]
+    writer._os_write = timed_write  # type: ignore[assignment]  # the seam, on purpose
     gc_log = os.environ.get("BENCH_GC_LOG")  # experiment: how long each collection takes
     if gc_log:
         import gc
@@ -63,13 +64,13 @@ def main() -> int:
     if os.environ.get("BENCH_GC_FREEZE"):  # experiment: freeze the heap once a book is live
         import gc
 
-        from collector.feed import Feed
+        from collector.runtime.feed import Feed
         went_live = Feed._went_live
 
         def frozen_live(self: Feed) -> None:
             went_live(self)
             gc.freeze()
-        Feed._went_live = frozen_live  # type: ignore[method-assign]
+        Feed._went_live = frozen_live  # type: ignore[method-assign]  # the probe's hook
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     try:

@@ -64,7 +64,7 @@ def symbols_for(n: int) -> list[str]:
 
 def has_picows() -> bool:
     try:
-        import picows  # noqa: F401
+        import picows  # noqa: F401  # only whether it imports
     except ImportError:
         return False
     return True
@@ -372,15 +372,14 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    import websockets
+    from importlib.metadata import PackageNotFoundError, version
 
     info = {"machine": platform.machine(), "cpu": model, "cpus": os.cpu_count(),
             "python": platform.python_version(), "kernel": platform.release(),
-            "websockets": websockets.__version__}
+            "websockets": version("websockets")}
     try:
-        import picows
-        info["picows"] = picows.__version__
-    except ImportError:
+        info["picows"] = version("picows")
+    except PackageNotFoundError:
         pass
     return info
 
@@ -544,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             print(label, "...", end=" ", file=sys.stderr, flush=True)
             try:
                 r = run_one(run, s)
-            except Exception as exc:  # noqa: BLE001 - one broken run must not lose the others
+            except Exception as exc:
                 print(f"failed: {exc!r}", file=sys.stderr, flush=True)
                 results.append({"contender": run.contender, "symbols": run.symbols,
                                 "mode": run.mode, "error": repr(exc)})

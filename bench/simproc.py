@@ -7,7 +7,8 @@
 connection drains it. By default each symbol's market is the simulator's own `Market`
 pre-stepped into a looping tape (`bench.loopmarket`), so that producing an update costs
 the simulator next to nothing beyond sending it; `--market live` keeps the live `Market`
-(about 13 us more per update at 2,000 levels: on 2 cores the simulator is then the limit). `--paced N` instead publishes N updates/s in total, round-robin
+(about 13 us more per update at 2,000 levels: on 2 cores the simulator is then the limit).
+`--paced N` instead publishes N updates/s in total, round-robin
 over the symbols at fixed intervals (the offered load of the latency runs).
 
 `--stamps FILE`: every update frame's send time (`time.time_ns()` just before the
@@ -59,7 +60,7 @@ class CoalescingTransport:
             if not self._t.is_closing():
                 self._t.writelines(buf)
 
-    def writelines(self, data) -> None:  # type: ignore[no-untyped-def]
+    def writelines(self, data) -> None:  # type: ignore[no-untyped-def]  # a transport's own signature
         for d in data:
             self.write(d)
 
@@ -78,7 +79,7 @@ class CoalescingTransport:
     def get_write_buffer_size(self) -> int:
         return self._t.get_write_buffer_size() + sum(map(len, self._buf))
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]  # whatever the transport has
         return getattr(self._t, name)
 
 
@@ -94,7 +95,7 @@ def frame(message: bytes, text: bool) -> bytes:
     return bytes((op, 127)) + n.to_bytes(8, "big") + message
 
 
-def install_send_hooks(eids: array.array | None, times: array.array | None,
+def install_send_hooks(eids: array.array[int] | None, times: array.array[int] | None,
                        coalesce: bool, preframe: bool) -> None:
     """Wrap the server connections' send: coalesce their writes, frame the messages
     (`preframe`), and note when each update frame is handed over (`eids`/`times`).
@@ -106,14 +107,14 @@ def install_send_hooks(eids: array.array | None, times: array.array | None,
     original = ServerConnection.send
     now = time.time_ns
 
-    async def send(self: ServerConnection, message, *, text=None):  # type: ignore[no-untyped-def]
-        if coalesce and type(self.transport) is not CoalescingTransport:
-            self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]
+    async def send(self: ServerConnection, message, *, text=None):  # type: ignore[no-untyped-def]  # websockets' send
+        if coalesce and type(self.transport) is not CoalescingTransport:  # type: ignore[comparison-overlap]  # it is, once wrapped
+            self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]  # a stand-in
         if times is not None and message[:_EID] == UPDATE_PREFIX:
             j = message.index(b",", _EID)
             if message[j + 1:j + 12] == _TS:  # not the seq-0 snapshot (no timestamps)
                 times.append(now())
-                eids.append(int(message[_EID:j]))  # type: ignore[union-attr]
+                eids.append(int(message[_EID:j]))  # type: ignore[union-attr]  # an update: bytes
         if (preframe and type(message) is bytes and self.protocol.state is State.OPEN
                 and not self.protocol.extensions):
             self.transport.write(frame(message, bool(text)))
@@ -121,7 +122,7 @@ def install_send_hooks(eids: array.array | None, times: array.array | None,
             return None
         return await original(self, message, text=text)
 
-    ServerConnection.send = send  # type: ignore[method-assign,assignment]
+    ServerConnection.send = send  # type: ignore[method-assign,assignment]  # the hook
 
 
 async def pace(sim: SimExchange, symbols: list[str], total_rate: float) -> None:
@@ -187,7 +188,7 @@ def main() -> None:
             k = loop_length(len(symbols))
             for sym in symbols:
                 hub = sim._hub(sym)  # the benchmark's one reach into the simulator
-                hub.market = LoopMarket(hub.market, k)  # type: ignore[arg-type,assignment]
+                hub.market = LoopMarket(hub.market, k)  # type: ignore[arg-type,assignment]  # same API
         # The tapes are millions of long-lived objects: a full collection over them stalled
         # the simulator for ~90 ms (a send stamped before the stall arrives after it, which
         # showed as collector latency). Freeze them out of the collector's view.

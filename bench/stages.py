@@ -66,11 +66,12 @@ def best(fn: Callable[[], None], repeat: int = 5) -> float:
 
 
 def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
-    from collector import format
-    from collector.book import HAVE_NATIVE as NATIVE, Book
+    from collector.core import format
+    from collector.core.book import HAVE_NATIVE as NATIVE
+    from collector.core.book import Book
     from collector.gemini.v1 import Change, parse
-    from collector.linequeue import LineQueue
-    from collector.v1_stream import V1Stream
+    from collector.gemini.v1_stream import V1Stream
+    from collector.runtime.linequeue import LineQueue
 
     updates = frames[1:]
     n = len(updates)
@@ -94,7 +95,7 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
     def fresh_book() -> Book:
         b = Book()
         for e in snap.events:
-            b.apply(e.side, e.price, e.remaining, 10)  # type: ignore[union-attr]
+            b.apply(e.side, e.price, e.remaining, 10)
         return b
 
     def apply() -> None:
@@ -120,8 +121,8 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
         books = []
         for frames_ in others:
             b = Book()
-            for e in frames_[0].events:
-                b.apply(e.side, e.price, e.remaining, 10)  # type: ignore[union-attr]
+            for e in frames_[0].events:  # type: ignore[union-attr]  # the snapshot, an Update
+                b.apply(e.side, e.price, e.remaining, 10)  # type: ignore[union-attr]  # Changes
             books.append(b)
         steps = list(zip(*(f[1:] for f in others)))  # frame i of every book, in turn
         t = time.perf_counter()
@@ -172,7 +173,7 @@ def measure(frames: list[bytes], depth: int) -> dict[str, Any]:
 
     async def queue(q: Any) -> float:
         t = time.perf_counter()
-        for i in range(n):
+        for _ in range(n):
             q.put_nowait(("BTCUSD", b"x"))
             q.get_nowait()
         return time.perf_counter() - t

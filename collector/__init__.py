@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # `collector.read(...)` for research code, without importing it into the daemon
     if name in ("read", "read_lines", "to_dataframe"):
-        from collector import reading
+        from collector.tools import reading
 
         return getattr(reading, name)
     raise AttributeError(f"module 'collector' has no attribute {name!r}")

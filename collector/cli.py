@@ -9,7 +9,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from collector import __version__, config, logs
+from collector import __version__, config
+from collector.ops import logs
 
 
 def _event_loop_run(main: Coroutine[Any, Any, int]) -> int:
@@ -33,7 +34,7 @@ def _load_config(path: str) -> config.Config:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     logs.configure(cfg.log.level)
-    from collector.app import App
+    from collector.runtime.app import App
 
     async def main() -> int:
         return await App(cfg).run()
@@ -48,7 +49,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"collector health: config error: {exc}", file=sys.stderr)
         return 1
-    from collector.heartbeat import probe
+    from collector.ops.heartbeat import probe
 
     ok, text = probe(cfg.metrics.listen, cfg.output.dir)
     print(text)
@@ -59,11 +60,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 FORWARDED = {
     "simulate": ("collector.sim.__main__", "main",
                  "run the simulated Gemini exchange (options: collector simulate --help)"),
-    "cat": ("collector.cat", "main_cat",
+    "cat": ("collector.tools.cat", "main_cat",
             "stream recorded records across segments as JSON lines"),
-    "verify": ("collector.verify", "main_verify",
+    "verify": ("collector.tools.verify", "main_verify",
                "check every file of an output directory; exit 1 on problems"),
-    "replay": ("collector.replay", "main_replay",
+    "replay": ("collector.tools.replay", "main_replay",
                "rebuild records from raw frames (output.raw = true)"),
 }
 
@@ -76,8 +77,8 @@ def cmd_forward(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _demo_symbols(text: str) -> tuple[str, ...]:
-    from collector import demo
     from collector.sim import spec_for
+    from collector.tools import demo
 
     symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
     try:
@@ -100,7 +101,7 @@ def _positive(text: str) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from collector import demo
+    from collector.tools import demo
 
     # ./config.toml is optional for the demo; a --config that was asked for is not.
     path = args.config or "config.toml"
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     # parse_known_args so `simulate` can take the simulator's own options; for the other
     # commands leftovers are an error exactly as parse_args would report it.
     args, rest = parser.parse_known_args(argv)
-    if args.func is cmd_forward:
+    if args.command in FORWARDED:
         return cmd_forward(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

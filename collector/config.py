@@ -13,7 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from collector.health import EXIT_AFTER_S, WRITER_STUCK_S
+from collector.core.health import EXIT_AFTER_S, WRITER_STUCK_S
 
 EX_CONFIG = 78
 _SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
@@ -284,7 +284,8 @@ def _check(s: dict[str, Any], fail: Any) -> None:
     for key in ("rotate", "retain"):
         value = getattr(out, key)
         if (value or key == "rotate") and not _DURATION.match(value):
-            raise fail(f"output.{key}", f"must be a duration such as \"5s\", \"15m\", \"1h\", \"1d\", got {value!r}")
+            raise fail(f"output.{key}",
+                       f"must be a duration such as \"5s\", \"15m\", \"1h\", \"1d\", got {value!r}")
     if out.compress not in COMPRESSIONS:
         raise fail("output.compress", f"must be one of {', '.join(COMPRESSIONS)}, got {out.compress!r}")
     if out.fsync not in ("rotate", "interval"):

@@ -19,9 +19,9 @@ from bench.loopmarket import LoopMarket
 from bench.profile import summarise
 from bench.run import percentiles, symbols_for
 from bench.simproc import frame
+from collector.gemini.v1_stream import V1Stream
 from collector.sim.market import Market
 from collector.sim.symbols import spec_for
-from collector.v1_stream import V1Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def test_loop_market_frames_keep_a_stream_live() -> None:
 def test_profile_summary_ranks_self_time() -> None:
     raw = "\n".join([  # noqa: FLY002 - one sample line per row reads better
         "thread (1): MainThread;main (collector/cli.py:1);parse (collector/gemini/v1.py:9) 6",
-        "thread (1): MainThread;main (collector/cli.py:1);set (collector/book.py:3) 3",
+        "thread (1): MainThread;main (collector/cli.py:1);set (collector/core/book.py:3) 3",
         "thread (1): MainThread;main (collector/cli.py:1) 1",
     ])
     text = summarise(raw, title="t")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from collector import health, monitor
-from collector.book import fastbook
+from collector.core import health
+from collector.core.book import fastbook
+from collector.ops import monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -214,7 +215,7 @@ def test_dockerignore_sends_what_the_build_copies_and_little_else():
     assert copied == ["pyproject.toml", "setup.py", "README.md", "collector"]
     for src in copied:
         assert any(f == src or f.startswith(src + "/") for f in context), src
-    assert "collector/health.py" in context
+    assert "collector/core/health.py" in context
     assert not [f for f in context if "__pycache__" in f or f.endswith(".so")
                 or f.startswith(("data/", "tests/"))]
 
@@ -239,10 +240,10 @@ def test_the_build_stage_can_make_the_wheel_from_that_context(tmp_path):
         names = z.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "collector = collector.cli:main" in z.read(entry_points).decode()
-    assert {"collector/health.py", "collector/heartbeat.py", "collector/monitor.py",
-            "collector/metrics.py", "collector/notify.py"} <= set(names)
+    assert {"collector/core/health.py", "collector/ops/heartbeat.py", "collector/ops/monitor.py",
+            "collector/ops/metrics.py", "collector/ops/notify.py"} <= set(names)
     if fastbook is not None:  # a compiler here (the image's build stage installs one): in the wheel
-        assert [n for n in names if n.startswith("collector/_fastbook.") and n.endswith(".so")]
+        assert [n for n in names if n.startswith("collector/core/_fastbook.") and n.endswith(".so")]
 
 
 def test_compose_file():

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from collector.format import Level, canonical, is_decimal
+from collector.core.format import Level, canonical, is_decimal
 from collector.gemini.wire import InvalidFrame, is_int, json_object
 
 __all__ = [

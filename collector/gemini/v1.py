@@ -10,9 +10,9 @@ so the book never sees a value it cannot key exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-from collector.format import MAKER_SIDES, is_decimal, is_zero
+from collector.core.format import MAKER_SIDES, is_decimal, is_zero
 from collector.gemini.wire import InvalidFrame, is_int, json_object
 
 
@@ -56,7 +56,7 @@ class UnknownEvent:
     kind: str
 
 
-Event = Union[Change, Trade, Auction, UnknownEvent]
+Event = Change | Trade | Auction | UnknownEvent
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ class UnknownFrame:
     kind: str
 
 
-Frame = Union[Heartbeat, Update, UnknownFrame]
+Frame = Heartbeat | Update | UnknownFrame
 
 _AUCTIONS = ("auction_open", "auction_indicative", "auction_result")
 

@@ -148,7 +148,7 @@ class Connection(ClosingSocket):
             self._push(build(self.seq))
             self.seq += 1
             return
-        fired = {k: rnd for k, rnd in kinds}
+        fired = dict(kinds)
         for terminal in (K.CLOSE, K.STALL):
             if terminal in fired:
                 self._terminal(terminal, fired[terminal])

@@ -271,7 +271,7 @@ class CurrentConnection(ClosingSocket):
         if task is not None:
             task.cancel()
             self.ws.keepalive_task = None
-        setattr(self.ws.protocol, "send_frame", _discard)  # noqa: B010 - a black hole
+        setattr(self.ws.protocol, "send_frame", _discard)  # noqa: B010  # a black hole; setattr keeps mypy off the method
 
     def _drop_slow(self) -> None:
         self.state = ConnState.CLOSED

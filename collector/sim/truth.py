@@ -112,7 +112,7 @@ class TruthWriter:
     then one line per published update that changed or traded: eventId and changes."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file: IO[bytes] = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 closed in close()
+        self._file: IO[bytes] = open(path, "wb", buffering=1 << 16)  # noqa: SIM115  # closed in close()
 
     def initial(self, log: TruthLog) -> None:
         p, a = log.price.render, log.amount.render

@@ -4,16 +4,11 @@ and a minimal HTTP GET. Nothing here imports the simulator's book or encoder."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-
-from collector.sim import SimExchange
-
-MakeSim = Callable[..., Awaitable[SimExchange]]  # the make_sim fixture (conftest.py)
 
 
 class DictBook:

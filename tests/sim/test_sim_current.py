@@ -15,7 +15,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.frames import Opcode
 
 from collector.sim import SimExchange
-from tests.sim.sim_helpers import MakeSim, recv_json, recv_raw, ws_connect
+from tests.helpers.simulator import MakeSim
+from tests.sim.sim_helpers import recv_json, recv_raw, ws_connect
 
 Lvls = list[tuple[Decimal, Decimal]]
 

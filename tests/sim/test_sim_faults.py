@@ -9,7 +9,8 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from tests.sim.sim_helpers import DictBook, MakeSim, recv_json, recv_raw, recv_until, ws_connect
+from tests.helpers.simulator import MakeSim
+from tests.sim.sim_helpers import DictBook, recv_json, recv_raw, recv_until, ws_connect
 
 
 async def test_gap_skips_one_sequence_number(make_sim: MakeSim) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tests.sim.sim_helpers import MakeSim, http_get, http_get_raw
+from tests.helpers.simulator import MakeSim
+from tests.sim.sim_helpers import http_get, http_get_raw
 
 
 async def test_symbols_and_details(make_sim: MakeSim) -> None:

@@ -12,7 +12,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from collector.sim import FlowParams, SimExchange
-from tests.sim.sim_helpers import MakeSim, recv_json, recv_until, ws_connect
+from tests.helpers.simulator import MakeSim
+from tests.sim.sim_helpers import recv_json, recv_until, ws_connect
 
 RICH = FlowParams(block_trade=0.05, auction=0.03, market=0.2)
 

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from collector.sim import FlowParams, SimExchange
-from tests.sim.sim_helpers import DictBook, MakeSim, recv_json, ws_connect
+from tests.helpers.simulator import MakeSim
+from tests.sim.sim_helpers import DictBook, recv_json, ws_connect
 
 
 @pytest.mark.parametrize("symbol", ["BTCUSD", "SOLUSDCPERP"])

@@ -1,0 +1,328 @@
+"""Prometheus metrics and /healthz on one small asyncio HTTP listener.
+
+Nothing here runs per message (the feeds and the writer observe their histograms,
+histogram.py). Everything is read from the running App at scrape time by
+`AppCollector`: the feeds' `FeedStats`, the writer's counters and queue, the
+Monitor's view of the writer's progress. prometheus_client renders the text
+format; it is imported only when a listener is configured (it costs ~50 ms).
+
+Series (symbol-labelled first, then process-wide):
+
+    collector_updates_total{symbol}             frames carrying book changes
+    collector_trades_total{symbol}
+    collector_resyncs_total{symbol,reason}      every stream failure
+    collector_resync_records_total{symbol,reason}  resync records written
+    collector_reconnects_total{symbol}          connection attempts after the first
+    collector_unknown_events_total{symbol,kind}
+    collector_stream_live{symbol}               1 while the stream is live
+    collector_last_frame_age_seconds{symbol}    since the last frame (or the start)
+    collector_book_levels{symbol,side}          levels of the full-depth book (0 when not live)
+    collector_exchange_latency_seconds{symbol}  receive time - exchange timestampms (histogram)
+    collector_queue_depth, collector_queue_capacity
+    collector_queue_full_waits_total, collector_queue_full_wait_seconds_total
+    collector_write_seconds                     one batch, loop -> writer thread -> back (histogram)
+    collector_written_bytes_total, collector_written_lines_total, collector_dropped_lines_total
+    collector_write_errors_total, collector_fsync_errors_total, collector_rotations_total
+    collector_free_disk_bytes                   free space where the output directory is
+    collector_writer_stalled_seconds            records queued and none written for this long
+    collector_healthy                           1 when /healthz answers 200
+    collector_info{version}
+plus prometheus_client's process_* series (CPU, memory, open files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+import structlog
+
+from collector import __version__
+from collector.core.health import Problem, StreamStats, WriterCounters
+from collector.core.histogram import Histogram
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+log = structlog.get_logger("metrics")
+
+REQUEST_TIMEOUT_S = 5.0
+MAX_REQUEST = 8192
+
+
+# ---- what is read at scrape time (the App and its Monitor, typed without importing them) ----
+
+class FeedStatsView(StreamStats, Protocol):
+    """A feed's `FeedStats`; its `latency` (a Histogram) is read when there is one."""
+
+    @property
+    def updates(self) -> int: ...
+    @property
+    def trades(self) -> int: ...
+    @property
+    def connects(self) -> int: ...
+    @property
+    def marked(self) -> Mapping[str, int]: ...  # resync records written, by reason
+    @property
+    def unknown(self) -> Mapping[str, int]: ...
+
+
+class FeedView(Protocol):
+    """A Feed; its `levels()` or `_levels()` (book levels per side) is read when there is one."""
+
+    @property
+    def stats(self) -> FeedStatsView: ...
+
+
+class QueueView(Protocol):
+    @property
+    def maxsize(self) -> int: ...
+    def qsize(self) -> int: ...
+
+
+class WriterView(WriterCounters, Protocol):
+    """The Writer; its `queue_wait_s` and `write_latency` (a Histogram) are read when there are."""
+
+    @property
+    def queue(self) -> QueueView: ...
+    @property
+    def queue_full_waits(self) -> int: ...
+    @property
+    def bytes_written(self) -> Mapping[str, int]: ...
+    @property
+    def fsync_errors(self) -> int: ...
+    @property
+    def rotations(self) -> int: ...
+    @property
+    def free_bytes(self) -> int | None: ...
+
+
+class AppView(Protocol):
+    @property
+    def feeds(self) -> Mapping[str, FeedView]: ...
+    @property
+    def writer(self) -> WriterView: ...
+
+
+class ProgressView(Protocol):
+    @property
+    def stalled_s(self) -> float: ...  # records queued and none written for this long
+
+
+class MonitorView(Protocol):
+    """The health Monitor (monitor.py): its verdict and its view of the writer."""
+
+    @property
+    def started_at(self) -> float: ...  # monotonic
+    @property
+    def progress(self) -> ProgressView: ...
+    def problems(self, now: float | None = None) -> list[Problem]: ...
+
+
+class AppCollector:
+    """A prometheus_client custom collector: reads the App's state at scrape time."""
+
+    def __init__(self, app: AppView, monitor: MonitorView) -> None:
+        self.app = app
+        self.monitor = monitor
+
+    def describe(self) -> list[Metric]:
+        return []  # no registration-time collect(): series appear as symbols do
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
+
+        now = time.monotonic()
+        feeds = dict(self.app.feeds)
+        c = {name: CounterMetricFamily(f"collector_{name}", doc, labels=labels)
+             for name, doc, labels in (
+                 ("updates", "Frames carrying book changes (snapshots excluded).", ["symbol"]),
+                 ("trades", "Trades received.", ["symbol"]),
+                 ("resyncs", "Stream failures, by reason (each failed attempt counts).",
+                  ["symbol", "reason"]),
+                 ("resync_records", "Resync records written, by reason.", ["symbol", "reason"]),
+                 ("reconnects", "Connection attempts after the first.", ["symbol"]),
+                 ("unknown_events", "Event or frame types not known, skipped.", ["symbol", "kind"]),
+             )}
+        live = GaugeMetricFamily("collector_stream_live", "1 while the symbol's stream is live.",
+                                 labels=["symbol"])
+        age = GaugeMetricFamily("collector_last_frame_age_seconds",
+                                "Seconds since the last frame (heartbeats included), or since "
+                                "the start when none came yet.", labels=["symbol"])
+        levels = GaugeMetricFamily("collector_book_levels",
+                                   "Price levels in the full-depth book (0 when not live).",
+                                   labels=["symbol", "side"])
+        latency = HistogramMetricFamily(
+            "collector_exchange_latency_seconds",
+            "Local receive time minus the exchange's timestampms, per update frame.",
+            labels=["symbol"])
+        for symbol, feed in feeds.items():
+            st = feed.stats
+            c["updates"].add_metric([symbol], st.updates)
+            c["trades"].add_metric([symbol], st.trades)
+            for reason, n in dict(st.resyncs).items():
+                c["resyncs"].add_metric([symbol, reason], n)
+            for reason, n in dict(st.marked).items():
+                c["resync_records"].add_metric([symbol, reason], n)
+            c["reconnects"].add_metric([symbol], max(st.connects - 1, 0))
+            for kind, n in dict(st.unknown).items():
+                c["unknown_events"].add_metric([symbol, kind], n)
+            live.add_metric([symbol], 1.0 if st.live else 0.0)
+            age.add_metric([symbol], now - (st.last_frame or self.monitor.started_at))
+            sides = _levels(feed) if st.live else {}
+            for side in ("bids", "asks"):
+                levels.add_metric([symbol, side], sides.get(side, 0))
+            hist = getattr(st, "latency", None)
+            if isinstance(hist, Histogram):
+                latency.add_metric([symbol], hist.cumulative(), hist.sum * hist.scale)
+        yield from c.values()
+        yield from (live, age, levels, latency)
+        yield from self._writer(GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
+        problems = self.monitor.problems(now)
+        yield GaugeMetricFamily("collector_healthy", "1 when /healthz answers 200.",
+                                value=0.0 if problems else 1.0)
+        info = InfoMetricFamily("collector", "The collector's version.")
+        info.add_metric([], {"version": __version__})
+        yield info
+
+    def _writer(self, gauge: Any, counter: Any, histogram: Any) -> Iterator[Metric]:
+        w = self.app.writer
+        yield gauge("collector_queue_depth", "Items waiting for the writer.", value=w.queue.qsize())
+        yield gauge("collector_queue_capacity", "Size of the writer's queue.", value=w.queue.maxsize)
+        yield counter("collector_queue_full_waits", "Times a feed waited for room in a full queue.",
+                      value=w.queue_full_waits)
+        wait_s = getattr(w, "queue_wait_s", None)
+        if wait_s is not None:
+            yield counter("collector_queue_full_wait_seconds",
+                          "Seconds feeds spent waiting for room in a full queue.", value=wait_s)
+        hist = getattr(w, "write_latency", None)
+        if isinstance(hist, Histogram):
+            fam = histogram("collector_write_seconds",
+                            "One batch handed to the writer thread and back, seconds.",
+                            buckets=hist.cumulative(), sum_value=hist.sum * hist.scale)
+            yield fam
+        for name, doc, value in (
+            ("written_bytes", "Bytes written to the output files.", sum(dict(w.bytes_written).values())),
+            ("written_lines", "Lines written to the output files.", sum(dict(w.lines_written).values())),
+            ("dropped_lines", "Lines lost to failed writes (disk full).", w.dropped_total),
+            ("write_errors", "Failed writes.", w.write_errors),
+            ("fsync_errors", "Failed fsyncs.", w.fsync_errors),
+            ("rotations", "Segments closed by rotation.", w.rotations),
+        ):
+            yield counter(f"collector_{name}", doc, value=value)
+        if w.free_bytes is not None:
+            yield gauge("collector_free_disk_bytes", "Free bytes where the output directory is.",
+                        value=w.free_bytes)
+        yield gauge("collector_writer_stalled_seconds",
+                    "Seconds the writer has held queued records without writing any.",
+                    value=self.monitor.progress.stalled_s)
+
+
+def _levels(feed: FeedView) -> dict[str, int]:
+    levels = getattr(feed, "levels", None) or getattr(feed, "_levels", None)
+    return dict(levels()) if levels is not None else {}
+
+
+def build_registry(app: AppView, monitor: MonitorView) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.process_collector import ProcessCollector
+
+    class _ProcessCollector(ProcessCollector):
+        def _boot_time(self) -> float:
+            # systemd's ProcSubset=pid hides /proc/stat (btime); without a boot time the
+            # base class exports nothing. The boot clock gives the same number.
+            try:
+                return float(super()._boot_time())  # type: ignore[no-untyped-call]  # untyped upstream
+            except OSError:
+                return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AppCollector(app, monitor))
+    _ProcessCollector(registry=registry)
+    return registry
+
+
+class MetricsServer:
+    """GET /metrics (Prometheus text format) and /healthz (200 or 503, JSON) over HTTP/1.1,
+    one request per connection. Runs on the event loop: a blocked loop does not answer,
+    which a health probe reports as unhealthy, as it should."""
+
+    def __init__(self, app: AppView, monitor: MonitorView) -> None:
+        self.monitor = monitor
+        self.registry = build_registry(app, monitor)
+        self._server: asyncio.Server | None = None
+        self.requests = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST,
+                                                  reuse_address=True)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            # don't wait for the clients of the connections still open: they time out
+            self._server = None
+
+    def healthz(self) -> tuple[int, bytes]:
+        problems = self.monitor.problems()
+        body = orjson.dumps({"status": "unhealthy" if problems else "ok",
+                             "problems": [p.as_dict() for p in problems]})
+        return (503 if problems else 200), body + b"\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, ctype, body, head_only = self._respond(head)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        self.requests += 1
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  503: "Service Unavailable"}[status]
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n".encode("latin-1"))
+        if not head_only:
+            writer.write(body)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _respond(self, head: bytes) -> tuple[int, str, bytes, bool]:
+        text = "text/plain; charset=utf-8"
+        parts = head.split(b"\r\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return 400, text, b"bad request\n", False
+        method, path = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return 405, text, b"only GET and HEAD\n", False
+        head_only = method == b"HEAD"
+        if path == b"/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), head_only
+        if path == b"/healthz":
+            status, body = self.healthz()
+            return status, "application/json", body, head_only
+        if path == b"/":
+            return 200, text, b"gemini-collector: /metrics /healthz\n", head_only
+        return 404, text, b"not found\n", head_only

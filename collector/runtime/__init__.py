@@ -1,0 +1,2 @@
+"""I/O: the supervisor, one feed per symbol, the WebSocket transports, the single
+writer and its segment files."""

@@ -1,0 +1,209 @@
+"""The supervisor: one feed task per symbol, one writer task, signals, shutdown.
+
+A feed that crashes (a bug) is logged with its traceback and restarted alone,
+its restart marked by a `resync` record with reason `error`. A writer that
+crashes ends the process non-zero, so systemd or Docker restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from collector import config
+from collector.config import Config
+from collector.core import book
+from collector.core.backoff import TokenBucket
+from collector.core.format import Reason
+from collector.ops import logs
+from collector.ops.monitor import Monitor
+from collector.runtime.feed import Feed
+from collector.runtime.writer import Writer
+
+log = structlog.get_logger("app")
+
+FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
+CURRENT_API_CONNECTS_PER_MINUTE = 50
+EX_LOCKED = 75  # EX_TEMPFAIL: another collector holds the output directory
+LOCK_NAME = ".collector.lock"
+
+
+class DirectoryLocked(Exception):
+    pass
+
+
+def lock_directory(path: Path) -> int:
+    """One directory, one collector: hold an flock on a file in it for our lifetime."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryLocked(f"{path} is being written by another collector (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def use_native_book(environ: Mapping[str, str] = os.environ) -> bool:
+    """The C book core when it was built, unless COLLECTOR_PURE_PYTHON=1 asks for the
+    Python reference (the same records, slower)."""
+    return book.HAVE_NATIVE and not environ.get("COLLECTOR_PURE_PYTHON")
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.native = use_native_book()
+        self.writer = Writer(cfg.output, config.to_dict(cfg))
+        per_minute = cfg.feed.max_connects_per_minute
+        if cfg.feed.api == "current":  # Gemini allows 300 attempts per 5 min: 50 + 5 x 50
+            per_minute = min(per_minute, CURRENT_API_CONNECTS_PER_MINUTE)
+        self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
+        self.feeds = {s: self._feed(s) for s in cfg.feed.symbols}
+        self.reloads = 0
+        self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, handle_signals: bool = True) -> int:
+        """Run until stop() or a signal; return the exit status."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            lock = lock_directory(self.cfg.output.dir)
+        except DirectoryLocked as exc:
+            log.error("output directory in use", error=str(exc))
+            return EX_LOCKED
+        try:
+            return await self._run()
+        finally:
+            os.close(lock)
+
+    async def _run(self) -> int:
+        try:
+            await self.monitor.start()
+        except OSError as exc:
+            log.error("cannot listen for metrics", listen=self.monitor.listen, error=str(exc))
+            return 1
+        try:
+            return await self._supervise()
+        finally:
+            await self.monitor.close()
+
+    async def _supervise(self) -> int:
+        writer = asyncio.create_task(self.writer.run(), name="writer")
+        for feed in self.feeds.values():
+            self._start_feed(feed)
+        log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
+                 url=self.cfg.feed.url, book_core="C" if self.native else "Python")
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
+        self.monitor.stopping()
+        if writer.done():
+            stop.cancel()
+            for t in self._tasks.values():
+                t.cancel()
+            err = writer.exception() if not writer.cancelled() else None
+            log.critical("writer died; exiting", error=repr(err), exc_info=err)
+            return 1
+        started = time.monotonic()
+        await self._stop_feeds(list(self.feeds))
+        await self.writer.stop()
+        await writer
+        log.info("stopped", seconds=round(time.monotonic() - started, 3),
+                 lines=sum(self.writer.lines_written.values()),
+                 bytes=sum(self.writer.bytes_written.values()),
+                 dropped=self.writer.dropped_total,
+                 feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
+                            "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
+        return 0
+
+    def _feed(self, symbol: str) -> Feed:
+        return Feed(symbol, self.cfg, self.writer, self.bucket, native=self.native)
+
+    def _start_feed(self, feed: Feed) -> None:
+        self._tasks[feed.symbol] = asyncio.create_task(self._guard(feed), name=f"feed-{feed.symbol}")
+
+    async def _stop_feeds(self, symbols: list[str]) -> None:
+        for s in symbols:
+            self.feeds[s].stop()
+        tasks = [self._tasks.pop(s) for s in symbols if s in self._tasks]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=FEED_STOP_TIMEOUT_S)
+            for t in pending:
+                t.cancel()
+
+    async def reload(self) -> bool:
+        """SIGHUP: reopen the files and re-read the config. Symbols added or removed
+        start or stop their feeds; other changes are named as needing a restart; a
+        config that does not validate is reported and the running one kept."""
+        self.reloads += 1
+        await self.writer.reopen()
+        if self.cfg.path is None:
+            return False
+        try:
+            new = config.load(self.cfg.path)
+        except config.ConfigError as exc:
+            log.error("reload: config rejected, keeping the running one", error=str(exc))
+            return False
+        old_symbols, new_symbols = self.cfg.feed.symbols, new.feed.symbols
+        added = [s for s in new_symbols if s not in old_symbols]
+        removed = [s for s in old_symbols if s not in new_symbols]
+        restart = restart_keys(self.cfg, new)
+        if new.log.level != self.cfg.log.level:
+            logs.configure(new.log.level)
+        # keep the running settings except what can change live
+        self.cfg = replace(self.cfg, feed=replace(self.cfg.feed, symbols=new_symbols),
+                           log=new.log)
+        await self._stop_feeds(removed)
+        for s in removed:
+            del self.feeds[s]
+        for s in added:
+            self.feeds[s] = self._feed(s)
+            self._start_feed(self.feeds[s])
+        log.info("reloaded", added=added, removed=removed)
+        if restart:
+            log.warning("reload: these changes need a restart to apply", keys=restart)
+        return True
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal received, stopping", signal=sig.name)
+        self.stop()
+
+    async def _guard(self, feed: Feed) -> None:
+        reason, detail = Reason.START, dict[str, str]()
+        while True:
+            try:
+                await feed.run(reason, **detail)
+                return
+            except Exception as exc:
+                if feed.stopping:
+                    return
+                feed.log.exception("feed crashed; restarting it")
+                reason, detail = Reason.ERROR, {"detail": repr(exc)[:200]}
+                await asyncio.sleep(1.0)  # crash loops still draw on the connection budget
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose change only a restart applies (feed.symbols and log.level apply live)."""
+    a, b = config.to_dict(old), config.to_dict(new)
+    return [f"{section}.{key}" for section in a for key in a[section]
+            if a[section][key] != b[section][key]
+            and f"{section}.{key}" not in ("feed.symbols", "log.level")]

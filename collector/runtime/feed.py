@@ -1,0 +1,395 @@
+"""One symbol's feed: connect, stream into a `SymbolStream`, resync, back off (I/O shell).
+
+One session loop serves both APIs; what differs comes from the stream class
+(`SymbolStream`: its URL, whether the exchange sends heartbeats, whether a break can
+be repaired on the same socket). The feed's states and their moves are the table
+`TRANSITIONS`.
+
+A break is marked in the file by one `resync` record: the first failure after
+the stream was last live (or after start) writes it; further failed attempts
+before the next live stream are logged, not written. `start` (or `error`
+after a crash) is written when the feed (re)starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from collector.config import Config
+from collector.core import format, rawlog
+from collector.core.backoff import Backoff, TokenBucket, acquire_wait
+from collector.core.book import HAVE_NATIVE
+from collector.core.format import Reason
+from collector.core.histogram import Histogram
+from collector.core.stream import Counts, StreamBroken, SymbolStream
+from collector.gemini.current_stream import CurrentStream
+from collector.gemini.v1_stream import V1Stream
+from collector.runtime import transport
+from collector.runtime.transport import Connection
+from collector.runtime.writer import Writer, raw_key
+
+STREAMS: dict[str, type[V1Stream] | type[CurrentStream]] = {"v1": V1Stream, "current": CurrentStream}
+_unknown_logged: set[str] = set()  # unknown event types are logged once per process
+# Breaks repaired on the same socket (where the stream can: UNSUBSCRIBE, ack, SUBSCRIBE,
+# snapshot), this many times in a row before the socket is replaced.
+RESUBSCRIBE_REASONS = (Reason.GAP, Reason.CROSSED)
+MAX_RESUBSCRIBES = 3
+REFREEZE_S = 60.0  # at most one full garbage collection this often (freeze_books)
+_refrozen_at = float("-inf")
+
+
+class FeedState(StrEnum):
+    STOPPED = "stopped"  # not running (before run(), after it returned or crashed)
+    WAITING = "waiting"  # for a token from the connection budgets
+    CONNECTING = "connecting"
+    SNAPSHOT = "snapshot"  # connected, waiting for the book
+    LIVE = "live"
+    BACKOFF = "backoff"  # after a break, before the next attempt
+
+
+TRANSITIONS: dict[FeedState, frozenset[FeedState]] = {
+    FeedState.STOPPED: frozenset({FeedState.WAITING}),
+    FeedState.WAITING: frozenset({FeedState.CONNECTING, FeedState.STOPPED}),
+    FeedState.CONNECTING: frozenset({FeedState.SNAPSHOT, FeedState.BACKOFF, FeedState.STOPPED}),
+    FeedState.SNAPSHOT: frozenset({FeedState.LIVE, FeedState.BACKOFF, FeedState.STOPPED}),
+    # LIVE -> SNAPSHOT: a break repaired on the same socket
+    FeedState.LIVE: frozenset({FeedState.SNAPSHOT, FeedState.BACKOFF, FeedState.STOPPED}),
+    FeedState.BACKOFF: frozenset({FeedState.WAITING, FeedState.STOPPED}),
+}
+
+
+def freeze_books(now: float) -> None:
+    """Move what is alive out of the garbage collector's view once a book went live.
+
+    A snapshot brings thousands of long-lived objects; frozen, full collections stop
+    walking every book (23 ms on average at 100 symbols x 2000 levels, bench/README.md),
+    and refcounting still frees them. But frozen objects are never collected as cycles,
+    and a connection is full of cycles (protocol, transport, tasks, an exception's
+    traceback): frozen while live, it would leak when it closes, about 40 kB per
+    reconnect. So at most every REFREEZE_S, unfreeze and collect everything first (one
+    full collection, only when a stream has just gone live); what was frozen since is
+    collected then."""
+    global _refrozen_at
+    if now - _refrozen_at >= REFREEZE_S:
+        _refrozen_at = now
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
+@dataclass
+class FeedStats(Counts):
+    connects: int = 0
+    resyncs: Counter[str] = field(default_factory=Counter)  # every failure, by reason
+    marked: Counter[str] = field(default_factory=Counter)  # resync records written, by reason
+    unknown: Counter[str] = field(default_factory=Counter)
+    state: FeedState = FeedState.STOPPED
+    last_frame: float = 0.0  # monotonic time of the last frame received
+    latency: Histogram | None = field(default_factory=Histogram)  # exchange -> receive
+
+    @property
+    def live(self) -> bool:
+        return self.state is FeedState.LIVE
+
+
+class Feed:
+    def __init__(self, symbol: str, cfg: Config, writer: Writer, process_bucket: TokenBucket,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None, native: bool = HAVE_NATIVE) -> None:
+        self.symbol = symbol
+        self.cfg = cfg.feed
+        self.depth = cfg.book.depth
+        self.emit_every = cfg.book.emit == "every"
+        self.native = native  # the C book core
+        self.writer = writer
+        self.clock = clock
+        self.log = structlog.get_logger("feed").bind(symbol=symbol)
+        self.stats = FeedStats()
+        self.backoff = Backoff(self.cfg.backoff_initial_s, self.cfg.backoff_max_s, rng)
+        self.buckets = (
+            TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock()),
+            process_bucket,
+        )
+        self.stream_class = STREAMS[self.cfg.api]
+        self.url = self.stream_class.url(self.cfg.url, symbol, self.cfg.trades)
+        self.raw_key = raw_key(symbol) if cfg.output.raw else None
+        self._stopping = asyncio.Event()
+        self._ws: Connection | None = None
+        self._failures = 0  # failed attempts since the stream was last live
+        self._stream: SymbolStream | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Finish the frame in hand, close the socket and return from run()."""
+        self._stopping.set()
+        if self._ws is not None:
+            self._ws.transport.abort()  # nothing more is wanted from it; don't wait on a peer
+
+    def _to(self, state: FeedState) -> None:
+        if state not in TRANSITIONS[self.stats.state]:
+            raise RuntimeError(f"feed state {self.stats.state} cannot move to {state}")
+        self.stats.state = state
+
+    async def run(self, reason: Reason = Reason.START, **detail: Any) -> None:
+        self._to(FeedState.WAITING)
+        try:
+            await self._emit(format.resync(self.symbol, reason, time.time_ns(), **detail))
+            self._failures = 0
+            while not self._stopping.is_set():
+                if not await self._acquire():
+                    break
+                self._to(FeedState.CONNECTING)
+                delay = await self._session()
+                self._to(FeedState.BACKOFF)
+                await self._sleep(delay)
+                self._to(FeedState.WAITING)
+        finally:
+            self._to(FeedState.STOPPED)
+
+    async def _acquire(self) -> bool:
+        """Wait for a token from this symbol's and the process's budgets."""
+        while True:
+            wait = acquire_wait(self.buckets, self.clock())
+            if wait == 0:
+                return True
+            if wait >= 1:
+                self.log.info("waiting for connection budget", seconds=round(wait, 1))
+            if await self._sleep(wait):
+                return False
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True if stop() came."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+        return self._stopping.is_set()
+
+    async def _session(self) -> float:
+        """One connection, from handshake to break; returns the delay before the next.
+
+        Where the stream repairs in place and feed.repair = "resubscribe", a gap or a
+        crossed book is repaired on the same socket (`SymbolStream.resync`), up to
+        MAX_RESUBSCRIBES times in a row; every other break ends the session."""
+        cfg = self.cfg
+        self.stats.connects += 1
+        try:
+            ws = await transport.connect(self.url, cfg)
+        except InvalidStatus as exc:
+            return await self._refused(exc)
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            await self._break(Reason.CLOSED, detail=f"connect failed: {exc!r}")
+            return self.backoff.next_delay()
+        if self._stopping.is_set():
+            await ws.close()
+            return 0.0
+        self._ws = ws
+        self._to(FeedState.SNAPSHOT)
+        self.log.info("connected", url=self.url)
+        if self.raw_key:
+            await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
+        stream = self._stream = self.stream_class(
+            self.symbol, self.depth, self.emit_every, self._unknown, self.stats, self.native,
+            trades=cfg.trades)
+        in_place = stream.REPAIRS_IN_PLACE and cfg.repair == "resubscribe"
+        live_since: float | None = None
+        expired: list[StreamBroken] = []
+        watch = asyncio.create_task(self._deadlines(ws, stream, expired))
+        try:
+            stream.start()
+            await self._send(ws, stream.take_requests())
+            while True:
+                try:
+                    raw = await ws.recv(decode=False)
+                except ConnectionClosed as exc:
+                    if self._stopping.is_set():
+                        return 0.0
+                    if expired:
+                        raise expired[0] from None
+                    raise _closed(exc, stream, cfg.ping_timeout_s) from None
+                try:
+                    if self.raw_key:
+                        data = await self._consume(stream, raw)
+                    else:  # the per-frame path: no coroutine beyond recv() unless the queue is full
+                        self.stats.last_frame = self.clock()
+                        data = stream.feed(raw, time.time_ns())
+                except StreamBroken as broken:
+                    if (not in_place or broken.reason not in RESUBSCRIBE_REASONS
+                            or self._failures >= MAX_RESUBSCRIBES):
+                        raise
+                    await self._break(broken.reason, **broken.fields)
+                    if live_since is not None:
+                        self._to(FeedState.SNAPSHOT)
+                        live_since = None
+                    stream.resync()
+                    await self._send(ws, stream.take_requests())
+                    watch.cancel()  # a new snapshot deadline
+                    watch = asyncio.create_task(self._deadlines(ws, stream, expired))
+                    continue
+                if stream.outbox:  # current API: SUBSCRIBE once an UNSUBSCRIBE is acked
+                    await self._send(ws, stream.take_requests())
+                if live_since is None and stream.live:
+                    live_since = self.clock()
+                    self._went_live()
+                if data and not self.writer.offer(self.symbol, data):
+                    await self.writer.put(self.symbol, data)
+        except StreamBroken as broken:
+            return await self._broken(broken, live_since)
+        except ConnectionClosed as exc:  # while sending a request
+            if self._stopping.is_set():
+                return 0.0
+            await self._break(Reason.CLOSED, detail=_close_detail(exc))
+            return self.backoff.next_delay()
+        finally:
+            watch.cancel()
+            await self._hang_up(ws)
+
+    async def _deadlines(self, ws: Connection, stream: SymbolStream,
+                         expired: list[StreamBroken]) -> None:
+        """The snapshot deadline, and (with heartbeats) the stale one. One sleep per
+        deadline, moved on by the frames that came meanwhile, instead of a timer armed
+        around every recv (that cost ~15% of the per-frame time). On expiry the socket
+        is aborted and recv() raises. Without heartbeats data silence is never a break
+        (a quiet book may say nothing for half a minute): websockets' keepalive pings
+        prove the connection instead."""
+        cfg = self.cfg
+        opened = self.clock()
+        while True:
+            if not stream.live:
+                limit, since, what = cfg.snapshot_timeout_s, opened, Reason.SNAPSHOT_TIMEOUT
+            elif stream.HEARTBEATS:
+                limit, since, what = cfg.stale_after_s, self.stats.last_frame, Reason.STALE
+            else:
+                return
+            left = since + limit - self.clock()
+            if left <= 0:
+                detail = (f"no frame for {limit} s" if what is Reason.STALE
+                          else f"no snapshot in {limit} s")
+                expired.append(StreamBroken(what, detail=detail))
+                ws.transport.abort()
+                return
+            await asyncio.sleep(left)
+
+    async def _hang_up(self, ws: Connection) -> None:
+        """End a session's connection: abort it when stopping (nothing more is wanted
+        from the peer), else close it cleanly."""
+        self._ws = None
+        ws.transport.abort() if self._stopping.is_set() else await ws.close()
+
+    async def _send(self, ws: Connection, requests: list[bytes]) -> None:
+        """Send a stream's requests; each is also logged raw (a `sent` line), so that a
+        replay can redo the same repairs and check it asked for the same things."""
+        for req in requests:
+            await ws.send(req, text=True)
+            if self.raw_key:
+                await self.writer.put(self.raw_key, rawlog.sent(req, time.time_ns()))
+
+    async def _consume(self, stream: SymbolStream, raw: bytes) -> bytes:
+        """One frame into the stream (and the raw log, when on); StreamBroken propagates."""
+        recv_ns = time.time_ns()
+        self.stats.last_frame = self.clock()
+        try:
+            data = stream.feed(raw, recv_ns)
+        except StreamBroken as broken:
+            if self.raw_key:
+                await self.writer.put(self.raw_key, rawlog.frame(
+                    raw, recv_ns, parsed=broken.reason is not Reason.INVALID))
+            raise
+        if self.raw_key:
+            await self.writer.put(self.raw_key, rawlog.frame(raw, recv_ns, parsed=True))
+        return data
+
+    async def _broken(self, broken: StreamBroken, live_since: float | None) -> float:
+        """Mark a break; the delay before the next attempt."""
+        if live_since is not None and self.clock() - live_since >= self.cfg.healthy_after_s:
+            self.backoff.reset()
+        await self._break(broken.reason, **broken.fields)
+        return self.backoff.next_delay()
+
+    def _went_live(self) -> None:
+        freeze_books(time.monotonic())
+        self._to(FeedState.LIVE)
+        self._failures = 0
+        self.log.info("live", levels=self._levels())
+
+    async def _refused(self, exc: InvalidStatus) -> float:
+        status = exc.response.status_code
+        retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+        if status == 404:
+            self.log.error("exchange does not know this symbol (HTTP 404); retrying slowly",
+                           retry_in_s=self.cfg.refused_retry_s)
+            await self._break(Reason.REFUSED, status=status, detail="unknown or delisted symbol")
+            return self.cfg.refused_retry_s
+        await self._break(Reason.REFUSED, status=status, retry_after=retry_after)
+        return max(self.backoff.next_delay(), retry_after or 0.0)
+
+    async def _break(self, reason: Reason, **fields: Any) -> None:
+        self.stats.resyncs[reason.value] += 1
+        first = self._failures == 0
+        self._failures += 1
+        self.log.warning("resync", reason=reason, attempt=self._failures, **fields)
+        if first:
+            self.stats.marked[reason.value] += 1
+            await self._emit(format.resync(self.symbol, reason, time.time_ns(), **fields))
+
+    async def _emit(self, data: bytes) -> None:
+        await self.writer.put(self.symbol, data)
+        if self.raw_key:  # so a replay of the raw frames marks the same breaks
+            await self.writer.put(self.raw_key, data)
+
+    def _unknown(self, kind: str) -> None:
+        self.stats.unknown[kind] += 1
+        if kind not in _unknown_logged:
+            _unknown_logged.add(kind)
+            self.log.warning("unknown event type skipped", kind=kind)
+
+    def _levels(self) -> dict[str, int]:
+        book = self._stream.book if self._stream else None
+        return {"bids": len(book.bids), "asks": len(book.asks)} if book else {}
+
+    def best(self) -> tuple[str | None, str | None]:
+        """Best bid and ask prices of the live book, for status displays."""
+        book = self._stream.book if self._stream and self.stats.live else None
+        if book is None:
+            return None, None
+        bid, ask = book.bids.top(1), book.asks.top(1)
+        return (bid[0][0] if bid else None), (ask[0][0] if ask else None)
+
+
+def _closed(exc: ConnectionClosed, stream: SymbolStream, ping_timeout_s: float) -> StreamBroken:
+    """The break a closed connection means. Without heartbeats the keepalive is what
+    finds a stale connection: 1011 sent and nothing received is websockets giving up
+    on a dead peer."""
+    if (not stream.HEARTBEATS and exc.rcvd is None and exc.sent is not None
+            and exc.sent.code == 1011):
+        return StreamBroken(Reason.STALE, detail=f"no pong within {ping_timeout_s} s "
+                                                 "(dead connection)")
+    return StreamBroken(Reason.CLOSED, detail=_close_detail(exc))
+
+
+def _close_detail(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "connection lost without a close frame"
+    return f"closed by peer: code {exc.rcvd.code} {exc.rcvd.reason!r}".rstrip()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date; the backoff applies instead

@@ -1,0 +1,426 @@
+"""The single writer: a bounded queue drained in batches into rotated segment files.
+
+Feeds `put` each frame's records (whole lines, already rendered) on one bounded
+queue; when it is full they wait, so a book never skips an update. One task
+drains everything queued, groups it by stream (a symbol's records, or its raw
+frames), and hands the batch to one dedicated thread that appends it with as few
+`os.write` calls as it can. A slow disk never blocks the event loop, and the
+thread being single keeps every file's lines in queue order. Each hand-off to the
+thread and back costs far more CPU than the lines it carries (the GIL changes hands),
+so once a batch comes out large, the feeds are busy and the next one is given
+LINGER_S to gather; under light load batches stay small and are written at once.
+Rotation, fsync and the free-space check run on that thread too; compression and
+retention on a second one, so shutdown never waits for them.
+
+Whole lines only: a write that fails part-way (ENOSPC, EIO) is cut back to the
+last line boundary and the lines it held are counted as dropped; the next
+successful write to that stream starts with a `resync` record (reason
+`dropped`) carrying the count, so the loss is marked in the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from collector import __version__
+from collector.config import OutputConfig
+from collector.core import format
+from collector.core.format import Reason, header_start_s
+from collector.core.histogram import WRITE_BOUNDS_S, Histogram
+from collector.runtime import segments
+from collector.runtime.linequeue import LineQueue
+
+log = structlog.get_logger("writer")
+
+_STOP = ("", b"")  # sentinel queued by stop(); the writer ends after it
+_os_write = os.write  # seam: tests inject ENOSPC and short writes here
+_BOOK = b'{"type":"book"'
+_RESYNC = b'{"type":"resync"'
+FREE_CHECK_S = 5.0
+# A batch of LINGER_ITEMS queue items (frames) or more: the next gathers for LINGER_S,
+# unless a whole batch is queued already (lingering then would only fall further
+# behind). At 8 symbols at the simulator's full rate this cut the collector's CPU per
+# update by about a fifth (bench/README.md); at 5,000 updates/s batches stay far smaller.
+LINGER_ITEMS = 64
+LINGER_S = 0.002
+
+
+def raw_key(symbol: str) -> str:
+    """Queue key (and folder below the output dir) of a symbol's raw frames."""
+    return f"{symbol}/raw"
+
+
+class SegmentFile:
+    """The active `current.jsonl` of one stream, appended with whole lines only."""
+
+    def __init__(self, folder: Path, start: int) -> None:
+        self.folder = folder
+        self.path = folder / format.CURRENT
+        self.start = start  # the UTC-aligned period it belongs to
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.size = cut_partial_line(self.fd, self.path)
+        self.header_size = 0  # a segment holding only its header is not rotated by size
+        self.dirty = False
+
+    def write(self, data: bytes) -> None:
+        """Append `data` (whole lines) or nothing: on error cut back and raise."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += _os_write(self.fd, view[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += done
+        self.dirty = True
+
+    def fsync(self) -> None:
+        self.dirty = False
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def cut_partial_line(fd: int, path: Path) -> int:
+    """Truncate a torn last line (left by a crash); return the file's size."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        if end == size and chunk.endswith(b"\n"):
+            return size
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            end = start + nl + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    log.warning("cut a partial last line left by a crash", path=str(path), removed_bytes=size - end)
+    return end
+
+
+def _segment_start(path: Path, period_s: int) -> int:
+    """Period of a leftover current.jsonl: its header's, else its first record's (a file
+    from before segments had headers), else its mtime's."""
+    head = segments.peek_header(path)
+    start = None if head is None else header_start_s(head)
+    if start is not None:
+        return start
+    if head is None:
+        try:
+            recv_ns = orjson.loads(segments.first_line(path)).get("recv_ns")
+        except (orjson.JSONDecodeError, AttributeError):
+            recv_ns = None
+        if isinstance(recv_ns, int):
+            return segments.period_start(recv_ns / 1e9, period_s)
+    return segments.period_start(path.stat().st_mtime, period_s)
+
+
+class Writer:
+    def __init__(self, out: OutputConfig, config_dump: dict[str, Any] | None = None) -> None:
+        self.out = out
+        self.directory = out.dir
+        self.period_s = out.rotate_s
+        self.max_bytes = int(out.max_segment_mb * 2**20)
+        self.config_dump = config_dump or {}
+        self.queue: LineQueue[tuple[str, bytes]] = LineQueue(out.queue_size)
+        self.files: dict[str, SegmentFile] = {}
+        self.last_book: dict[str, bytes | None] = {}  # carried into the next segment
+        self.bytes_written: Counter[str] = Counter()
+        self.lines_written: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # lines lost since the last successful write
+        self.dropped_total = 0
+        self.queue_full_waits = 0
+        self.write_errors = 0
+        self.fsync_errors = 0
+        self.rotations = 0
+        self.free_bytes: int | None = None
+        self.started = asyncio.Event()  # start-up done: READY=1 waits for it
+        self.write_latency = Histogram(WRITE_BOUNDS_S, scale=1.0)  # seconds per batch
+        self.queue_wait_s = 0.0  # time feeds spent waiting on a full queue
+        self._low_space = False
+        self._next_free_check = 0.0
+        self._last_fsync = time.monotonic()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="collector-compress")
+
+    # ---- the loop side --------------------------------------------------------------------
+
+    def offer(self, key: str, data: bytes) -> bool:
+        """Queue whole lines if there is room, without a coroutine (the per-frame path);
+        False when the queue is full: then `await put(...)`."""
+        try:
+            self.queue.put_nowait((key, data))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Queue whole lines for a stream; waits (and counts it) when the queue is full."""
+        if self.offer(key, data):
+            return
+        self.queue_full_waits += 1
+        if self.queue_full_waits == 1 or self.queue_full_waits % 1000 == 0:
+            log.warning("queue full, feeds waiting for the writer",
+                        waits=self.queue_full_waits, size=self.queue.maxsize)
+        waited = time.monotonic()
+        await self.queue.put((key, data))
+        self.queue_wait_s += time.monotonic() - waited
+
+    async def run(self) -> None:
+        """Drain the queue until stop(); then flush and fsync every file."""
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        stopping = busy = False
+        await loop.run_in_executor(self._thread, self._start_up)
+        self.started.set()
+        try:
+            while not stopping:
+                try:
+                    async with asyncio.timeout(self._idle_timeout()):
+                        item = await queue.get()
+                except TimeoutError:
+                    await loop.run_in_executor(self._thread, self._housekeeping, {})
+                    continue
+                if busy and queue.qsize() < self.out.batch_max:  # behind: no time to lose
+                    await asyncio.sleep(LINGER_S)
+                batch: dict[str, list[bytes]] = defaultdict(list)
+                taken = 0
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch[item[0]].append(item[1])
+                    taken += 1
+                    if taken == self.out.batch_max or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                busy = taken >= LINGER_ITEMS
+                if batch:
+                    began = loop.time()
+                    await loop.run_in_executor(self._thread, self._write_batch, batch)
+                    self.write_latency.observe(loop.time() - began)
+            await loop.run_in_executor(self._thread, self._close_all)
+        finally:
+            self._thread.shutdown(wait=True)
+            self._background.shutdown(wait=False, cancel_futures=True)
+
+    async def stop(self) -> None:
+        """Queue the stop sentinel: everything queued before it gets written."""
+        await self.queue.put(_STOP)
+
+    async def reopen(self) -> None:
+        """Close every file (fsynced); the next write reopens `current.jsonl` by name."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_all)
+
+    def _idle_timeout(self) -> float:
+        """Seconds until the next period boundary or interval fsync is due."""
+        now = time.time()
+        wait = segments.period_start(now, self.period_s) + self.period_s - now
+        if self.out.fsync == "interval":
+            wait = min(wait, self.out.fsync_interval_s)
+        return max(wait, 0.001)
+
+    # ---- the writer thread --------------------------------------------------------------
+
+    def _start_up(self) -> None:
+        """Close every leftover current.jsonl as a segment; compress what is pending."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for folder in self._folders():
+            if (folder / format.CURRENT).exists():
+                self._close_leftover(folder)
+            for path in segments.pending_compression(folder):
+                self._background.submit(self._compress, path)
+        self._background.submit(self._retain)
+
+    def _folders(self) -> list[Path]:
+        found = []
+        for sym in sorted(p for p in self.directory.iterdir() if p.is_dir()):
+            found.append(sym)
+            if (sym / "raw").is_dir():
+                found.append(sym / "raw")
+        return found
+
+    def _close_leftover(self, folder: Path) -> None:
+        path = folder / format.CURRENT
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = cut_partial_line(fd, path)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if size == 0:
+            os.unlink(path)
+            return
+        symbol = folder.name if folder.name != "raw" else folder.parent.name
+        target = segments.closed_name(folder, symbol, _segment_start(path, self.period_s))
+        os.rename(path, target)
+        segments.fsync_dir(folder)
+        log.info("closed the previous run's segment", path=str(target))
+
+    def _write_batch(self, batch: dict[str, list[bytes]]) -> None:
+        now = time.time()
+        for key, chunks in batch.items():
+            data = b"".join(chunks)
+            lines = data.count(b"\n")
+            if self.dropped[key]:
+                data = format.resync(key.split("/")[0], Reason.DROPPED, time.time_ns(),
+                                      dropped=self.dropped[key]) + data
+            try:
+                f = self._file_for(key, now, len(data))
+                f.write(data)
+            except OSError as exc:
+                self.write_errors += 1
+                self.dropped_total += lines
+                if not self.dropped[key]:
+                    log.error("write failed, dropping lines", stream=key,
+                              path=str(self.directory / key), error=str(exc), lines=lines)
+                self.dropped[key] += lines
+                self.last_book[key] = None  # the book lines lost may have changed it
+                continue
+            if self.dropped[key]:
+                log.warning("writing again after loss", stream=key, dropped=self.dropped[key])
+                self.dropped[key] = 0
+            self.bytes_written[key] += len(data)
+            self.lines_written[key] += lines
+            if "/" not in key:
+                self._track_book(key, chunks)
+        self._housekeeping(batch)
+
+    def _track_book(self, key: str, chunks: list[bytes]) -> None:
+        """Remember the stream's last book record (a resync ends its book)."""
+        for data in reversed(chunks):
+            if data.startswith(_RESYNC):
+                self.last_book[key] = None
+                return
+            i = data.rfind(b"\n", 0, len(data) - 1) + 1
+            if data.startswith(_BOOK, i):
+                self.last_book[key] = data[i:]
+                return
+
+    def _file_for(self, key: str, now: float, incoming: int) -> SegmentFile:
+        f = self.files.get(key)
+        start = segments.period_start(now, self.period_s)
+        if f is not None and (f.start != start or (
+                f.size + incoming > self.max_bytes and f.size > f.header_size)):
+            self._rotate(key)
+            f = None
+        if f is None:
+            f = self._open(key, start)
+        return f
+
+    def _open(self, key: str, start: int) -> SegmentFile:
+        folder = self.directory / key
+        folder.mkdir(parents=True, exist_ok=True)
+        f = SegmentFile(folder, start)
+        if f.size == 0:  # a new segment (a reopened one already has its header)
+            head = format.header(key.split("/")[0], "raw" if "/" in key else "records",
+                                  start, __version__, self.config_dump)
+            try:
+                f.write(head + (self.last_book.get(key) or b""))
+            except OSError:
+                f.close()
+                os.unlink(f.path)
+                raise
+            f.header_size = f.size
+            segments.fsync_dir(folder)
+        self.files[key] = f
+        return f
+
+    def _rotate(self, key: str) -> None:
+        f = self.files.pop(key)
+        self._fsync(key, f)
+        f.close()
+        symbol = key.split("/")[0]
+        target = segments.closed_name(f.folder, symbol, f.start)
+        os.rename(f.path, target)
+        self._fsync_dir(f.folder)
+        self.rotations += 1
+        self._background.submit(self._compress, target)
+
+    def _housekeeping(self, batch: dict[str, list[bytes]]) -> None:
+        """Time rotation of idle files, interval fsync, the free-space check."""
+        now = time.time()
+        start = segments.period_start(now, self.period_s)
+        for key in [k for k, f in self.files.items() if f.start != start and k not in batch]:
+            self._rotate(key)  # reopened, with its header and book, on the stream's next write
+        mono = time.monotonic()
+        if self.out.fsync == "interval" and mono - self._last_fsync >= self.out.fsync_interval_s:
+            self._last_fsync = mono
+            for key, f in self.files.items():
+                if f.dirty:
+                    self._fsync(key, f)
+        if mono >= self._next_free_check:
+            self._next_free_check = mono + FREE_CHECK_S
+            self._check_free_space()
+
+    def _check_free_space(self) -> None:
+        try:
+            self.free_bytes = shutil.disk_usage(self.directory).free
+        except OSError:
+            return
+        low = self.free_bytes < self.out.min_free_mb * 2**20
+        if low and not self._low_space:
+            log.warning("low free disk space", path=str(self.directory),
+                        free_mb=self.free_bytes // 2**20, min_free_mb=self.out.min_free_mb)
+        elif self._low_space and not low:
+            log.info("free disk space recovered", free_mb=self.free_bytes // 2**20)
+        self._low_space = low
+
+    def _fsync(self, key: str, f: SegmentFile) -> None:
+        try:
+            f.fsync()
+        except OSError as exc:  # reported, never retried as if it had worked
+            self.fsync_errors += 1
+            log.error("fsync failed", stream=key, path=str(f.path), error=str(exc))
+
+    def _fsync_dir(self, folder: Path) -> None:
+        try:
+            segments.fsync_dir(folder)
+        except OSError as exc:
+            self.fsync_errors += 1
+            log.error("fsync of directory failed", path=str(folder), error=str(exc))
+
+    def _close_all(self) -> None:
+        for key, f in self.files.items():
+            self._fsync(key, f)
+            f.close()
+            self._fsync_dir(f.folder)
+        self.files.clear()
+
+    # ---- the background thread ----------------------------------------------------------
+
+    def _compress(self, path: Path) -> None:
+        try:
+            final = segments.compress(path, self.out.compress)
+        except OSError as exc:
+            log.error("compression failed; the plain segment is kept", path=str(path), error=str(exc))
+            return
+        if final != path:
+            log.info("segment compressed", path=str(final))
+        self._retain()
+
+    def _retain(self) -> None:
+        retain_bytes = int(self.out.retain_gb * 2**30) or None
+        for path in segments.expired(self.directory, self.out.retain_s, retain_bytes):
+            try:
+                os.unlink(path)
+                log.info("retention: deleted segment", path=str(path))
+            except OSError as exc:
+                log.error("retention: cannot delete", path=str(path), error=str(exc))

@@ -1,0 +1,82 @@
+"""`collector cat DIR`: recorded records as JSON lines, in order across segments
+(what it reads, and how times are given: `collector.tools.reading`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from collector.tools.decoding import ReadError
+from collector.tools.reading import read_lines
+
+CAT_USAGE = "collector cat DIR [--symbol S ...] [--from T] [--to T] [--type TYPE ...]"
+
+
+def _cat_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collector cat", usage=CAT_USAGE,
+        description="Print recorded records as JSON lines, in order across segments "
+                    "(compressed or not); several symbols are merged by recv_ns.",
+        epilog="T: ISO 8601 (2026-11-24T06:00:00Z; no offset means UTC) or epoch milliseconds. "
+               "Records with FROM <= recv_ns < TO are printed. Carry-over book copies at "
+               "segment starts are dropped; headers are printed only with --type header.")
+    p.add_argument("dir", metavar="DIR", help="the output directory (output.dir)")
+    p.add_argument("--symbol", "-s", action="append", default=None, metavar="S",
+                   help="only this symbol (repeat, or comma-separate, for several; default: all)")
+    p.add_argument("--from", dest="start", metavar="T", help="first receive time (inclusive)")
+    p.add_argument("--to", dest="end", metavar="T", help="last receive time (exclusive)")
+    p.add_argument("--type", "-t", action="append", default=None, metavar="TYPE",
+                   help="only records of this type: book, trade, auction, resync, header "
+                        "(repeat, or comma-separate, for several)")
+    return p
+
+
+def _split(values: list[str] | None, upper: bool = False) -> list[str] | None:
+    if values is None:
+        return None
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return [v.upper() for v in out] if upper else out
+
+
+def main_cat(argv: list[str]) -> int:
+    """`collector cat`: 0 done (also when the reader of stdout went away), 1 unreadable
+    data, 2 usage error (bad arguments, missing directory)."""
+    parser = _cat_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return int(exc.code or 0)
+    try:
+        lines = read_lines(args.dir, _split(args.symbol, upper=True), args.start, args.end,
+                           _split(args.type))
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"collector cat: error: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+    try:
+        batch: list[bytes] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 512:
+                out.writelines(batch)
+                batch.clear()
+        out.writelines(batch)
+        out.flush()
+    except BrokenPipeError:
+        # the reader went away (`collector cat ... | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+        return 0
+    except ReadError as exc:
+        out.flush()
+        print(f"collector cat: {exc} (run `collector verify` for every problem)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unreadable file, failed write to stdout
+        print(f"collector cat: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
