@@ -1,4 +1,4 @@
-"""Segment files: names, UTC-aligned periods, compression, retention.
+"""Segment files: names, UTC-aligned periods, leftovers of a crash, compression, retention.
 
 A symbol's directory holds the active `current.jsonl` and closed segments named
 `<SYMBOL>.<UTC start YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]` (`format.SegmentName`),
@@ -19,14 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
-from collector.core.format import (
-    COMPRESSED,
-    CURRENT,  # noqa: F401 (segments.CURRENT, for the writer)
-    SegmentName,
-    parse_header,
-)
+from collector.core.format import COMPRESSED, SegmentName, header_start_s, parse_header
 
 log = structlog.get_logger("segments")
 
@@ -177,3 +173,41 @@ def expired(root: Path, retain_s: int | None, retain_bytes: int | None,
         doomed.append(path)
         total -= st.st_size
     return doomed
+
+
+def cut_partial_line(fd: int, path: Path) -> int:
+    """Truncate a torn last line (left by a crash); return the file's size."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        if end == size and chunk.endswith(b"\n"):
+            return size
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            end = start + nl + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    log.warning("cut a partial last line left by a crash", path=str(path), removed_bytes=size - end)
+    return end
+
+
+def leftover_start(path: Path, period_s: int) -> int:
+    """Period of a leftover current.jsonl: its header's, else its first record's (a file
+    from before segments had headers), else its mtime's."""
+    head = peek_header(path)
+    start = None if head is None else header_start_s(head)
+    if start is not None:
+        return start
+    if head is None:
+        try:
+            recv_ns = orjson.loads(first_line(path)).get("recv_ns")
+        except (orjson.JSONDecodeError, AttributeError):
+            recv_ns = None
+        if isinstance(recv_ns, int):
+            return period_start(recv_ns / 1e9, period_s)
+    return period_start(path.stat().st_mtime, period_s)

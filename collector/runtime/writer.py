@@ -29,13 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from collector import __version__
 from collector.config import OutputConfig
 from collector.core import format
-from collector.core.format import Reason, header_start_s
+from collector.core.format import Reason
 from collector.core.histogram import WRITE_BOUNDS_S, Histogram
 from collector.runtime import segments
 from collector.runtime.linequeue import LineQueue
@@ -68,7 +67,7 @@ class SegmentFile:
         self.path = folder / format.CURRENT
         self.start = start  # the UTC-aligned period it belongs to
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self.size = cut_partial_line(self.fd, self.path)
+        self.size = segments.cut_partial_line(self.fd, self.path)
         self.header_size = 0  # a segment holding only its header is not rotated by size
         self.dirty = False
 
@@ -92,44 +91,6 @@ class SegmentFile:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def cut_partial_line(fd: int, path: Path) -> int:
-    """Truncate a torn last line (left by a crash); return the file's size."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return 0
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        chunk = os.pread(fd, end - start, start)
-        if end == size and chunk.endswith(b"\n"):
-            return size
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            end = start + nl + 1
-            break
-        end = start
-    os.ftruncate(fd, end)
-    log.warning("cut a partial last line left by a crash", path=str(path), removed_bytes=size - end)
-    return end
-
-
-def _segment_start(path: Path, period_s: int) -> int:
-    """Period of a leftover current.jsonl: its header's, else its first record's (a file
-    from before segments had headers), else its mtime's."""
-    head = segments.peek_header(path)
-    start = None if head is None else header_start_s(head)
-    if start is not None:
-        return start
-    if head is None:
-        try:
-            recv_ns = orjson.loads(segments.first_line(path)).get("recv_ns")
-        except (orjson.JSONDecodeError, AttributeError):
-            recv_ns = None
-        if isinstance(recv_ns, int):
-            return segments.period_start(recv_ns / 1e9, period_s)
-    return segments.period_start(path.stat().st_mtime, period_s)
 
 
 class Writer:
@@ -261,7 +222,7 @@ class Writer:
         path = folder / format.CURRENT
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            size = cut_partial_line(fd, path)
+            size = segments.cut_partial_line(fd, path)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -269,7 +230,7 @@ class Writer:
             os.unlink(path)
             return
         symbol = folder.name if folder.name != "raw" else folder.parent.name
-        target = segments.closed_name(folder, symbol, _segment_start(path, self.period_s))
+        target = segments.closed_name(folder, symbol, segments.leftover_start(path, self.period_s))
         os.rename(path, target)
         segments.fsync_dir(folder)
         log.info("closed the previous run's segment", path=str(target))

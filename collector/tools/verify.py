@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.tools.checks import Report, check_raw, check_records
 from collector.core.format import CURRENT, RAW_DIR, RECORD_SUFFIXES, SegmentName
+from collector.tools.checks import Report, check_raw, check_records
 from collector.tools.decoding import open_binary
 
 MAX_SHOWN = 100

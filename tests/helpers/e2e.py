@@ -14,6 +14,7 @@ import orjson
 import zstandard
 
 from collector import config
+from collector.core.format import CURRENT
 from collector.runtime import segments
 from collector.runtime.app import App
 from collector.sim import SimExchange
@@ -70,7 +71,7 @@ def segment_bytes(folder: Path) -> list[bytes]:
         elif seg.path.suffix == ".gz":
             data = gzip.decompress(data)
         out.append(data)
-    current = folder / segments.CURRENT
+    current = folder / CURRENT
     if current.exists():
         out.append(current.read_bytes())
     return out

@@ -19,8 +19,8 @@ import pytest
 
 from collector import config
 from collector.cli import build_parser
-from collector.tools import demo
-from collector.tools.demo import SymbolView
+from collector.tools import demo, demo_view
+from collector.tools.demo_view import SymbolView
 
 # ---- pure helpers -------------------------------------------------------------------------
 
@@ -34,46 +34,46 @@ def view(symbol: str = "BTCUSD", **kw: Any) -> SymbolView:
 
 
 def test_fmt_bytes() -> None:
-    assert demo.fmt_bytes(0) == "0 B"
-    assert demo.fmt_bytes(999) == "999 B"
-    assert demo.fmt_bytes(12_345) == "12.3 kB"
-    assert demo.fmt_bytes(5_600_000) == "5.6 MB"
-    assert demo.fmt_bytes(7 * 10**12) == "7000.0 GB"
+    assert demo_view.fmt_bytes(0) == "0 B"
+    assert demo_view.fmt_bytes(999) == "999 B"
+    assert demo_view.fmt_bytes(12_345) == "12.3 kB"
+    assert demo_view.fmt_bytes(5_600_000) == "5.6 MB"
+    assert demo_view.fmt_bytes(7 * 10**12) == "7000.0 GB"
 
 
 def test_fmt_spread_is_exact_decimal() -> None:
-    assert demo.fmt_spread("60000.5", "60001") == "0.5 (0.08 bp)"
-    assert demo.fmt_spread("0.1", "0.3") == "0.2 (10000 bp)"
-    assert demo.fmt_spread("149.999", "150.001") == "0.002 (0.13 bp)"
-    assert demo.fmt_spread(None, "1") == "-"
-    assert demo.fmt_spread("x", "1") == "?"
+    assert demo_view.fmt_spread("60000.5", "60001") == "0.5 (0.08 bp)"
+    assert demo_view.fmt_spread("0.1", "0.3") == "0.2 (10000 bp)"
+    assert demo_view.fmt_spread("149.999", "150.001") == "0.002 (0.13 bp)"
+    assert demo_view.fmt_spread(None, "1") == "-"
+    assert demo_view.fmt_spread("x", "1") == "?"
 
 
 def test_fmt_resyncs_compact_and_sorted() -> None:
-    assert demo.fmt_resyncs({}) == "0"
-    assert demo.fmt_resyncs({"gap": 0}) == "0"
-    assert demo.fmt_resyncs({"closed": 1, "gap": 2, "crossed": 1}) == "4 (gap 2, closed 1, crossed 1)"
+    assert demo_view.fmt_resyncs({}) == "0"
+    assert demo_view.fmt_resyncs({"gap": 0}) == "0"
+    assert demo_view.fmt_resyncs({"closed": 1, "gap": 2, "crossed": 1}) == "4 (gap 2, closed 1, crossed 1)"
 
 
 def test_state_label() -> None:
-    assert demo.state_label(view()) == "live"
-    assert demo.state_label(view(quiet_s=2.4)) == "quiet 2s"
-    assert demo.state_label(view(live=False)) == "syncing"
-    assert demo.state_label(view(live=False, connects=0)) == "starting"
+    assert demo_view.state_label(view()) == "live"
+    assert demo_view.state_label(view(quiet_s=2.4)) == "quiet 2s"
+    assert demo_view.state_label(view(live=False)) == "syncing"
+    assert demo_view.state_label(view(live=False, connects=0)) == "starting"
 
 
 def test_update_rates() -> None:
     prev = [view(updates=10), view("ETHUSD", updates=0)]
     cur = [view(updates=20), view("ETHUSD", updates=5), view("SOLUSD", updates=4)]
-    assert demo.update_rates(prev, cur, 0.5) == {"BTCUSD": 20.0, "ETHUSD": 10.0, "SOLUSD": 8.0}
-    assert demo.update_rates(None, cur, 1.0) == {"BTCUSD": 0.0, "ETHUSD": 0.0, "SOLUSD": 0.0}
-    assert demo.update_rates(prev, cur, 0.0)["BTCUSD"] == 0.0
+    assert demo_view.update_rates(prev, cur, 0.5) == {"BTCUSD": 20.0, "ETHUSD": 10.0, "SOLUSD": 8.0}
+    assert demo_view.update_rates(None, cur, 1.0) == {"BTCUSD": 0.0, "ETHUSD": 0.0, "SOLUSD": 0.0}
+    assert demo_view.update_rates(prev, cur, 0.0)["BTCUSD"] == 0.0
 
 
 def test_render_table_rows_and_clipping() -> None:
     views = [view(resyncs={"gap": 2, "stale": 1}, unknown=3),
              view("ETHUSD", live=False, bid=None, ask=None)]
-    lines = demo.render_table(views, {"BTCUSD": 19.5}, 12.3, ["12:00:01 BTCUSD resync reason=gap"],
+    lines = demo_view.render_table(views, {"BTCUSD": 19.5}, 12.3, ["12:00:01 BTCUSD resync reason=gap"],
                               width=None, seconds=30)
     text = "\n".join(lines)
     assert lines[0].startswith("running  12.3 s, stopping in 18 s")
@@ -88,12 +88,12 @@ def test_render_table_rows_and_clipping() -> None:
     assert "recent events:" in text and "reason=gap" in text
     # Columns line up: every row has the written column at the same offset.
     assert btc.index("kB") == next(line for line in lines if line.startswith("ETHUSD")).index("kB")
-    narrow = demo.render_table(views, {}, 1.0, width=40)
+    narrow = demo_view.render_table(views, {}, 1.0, width=40)
     assert all(len(line) < 40 for line in narrow)
 
 
 def test_render_plain_one_line_per_symbol() -> None:
-    lines = demo.render_plain([view(resyncs={"gap": 1}), view("ETHUSD")], {"BTCUSD": 20.0}, 5.0)
+    lines = demo_view.render_plain([view(resyncs={"gap": 1}), view("ETHUSD")], {"BTCUSD": 20.0}, 5.0)
     assert len(lines) == 2
     assert lines[0] == ("[   5.0s] BTCUSD live upd/s=20.0 updates=100 trades=7 resyncs=1(gap1) "
                         "bid=60000.5 ask=60001 spread=0.5 written=12.3kB")
@@ -101,13 +101,13 @@ def test_render_plain_one_line_per_symbol() -> None:
 
 
 def test_redraw_moves_up_over_the_previous_frame() -> None:
-    assert demo.redraw(0, ["a", "b"]) == "\x1b[2Ka\n\x1b[2Kb\n\x1b[J"
-    assert demo.redraw(2, ["c"]).startswith("\x1b[2F\x1b[2Kc\n")
+    assert demo_view.redraw(0, ["a", "b"]) == "\x1b[2Ka\n\x1b[2Kb\n\x1b[J"
+    assert demo_view.redraw(2, ["c"]).startswith("\x1b[2F\x1b[2Kc\n")
 
 
 def test_render_summary_points_at_the_files() -> None:
     files = {"BTCUSD": Path("data/BTCUSD/current.jsonl")}
-    lines = demo.render_summary([view(resyncs={"closed": 1}), view("ETHUSD", updates=0)], 30.04,
+    lines = demo_view.render_summary([view(resyncs={"closed": 1}), view("ETHUSD", updates=0)], 30.04,
                                 files, Path("data"), chaos=True)
     text = "\n".join(lines)
     assert "demo stopped after 30.0 s." in text
@@ -118,7 +118,7 @@ def test_render_summary_points_at_the_files() -> None:
 
 
 def test_fmt_event() -> None:
-    line = demo.fmt_event({"timestamp": "12:00:01", "symbol": "BTCUSD", "event": "resync",
+    line = demo_view.fmt_event({"timestamp": "12:00:01", "symbol": "BTCUSD", "event": "resync",
                            "level": "warning", "reason": "gap", "attempt": 1})
     assert line == "12:00:01 BTCUSD resync reason=gap attempt=1"
 
