@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib.util import find_spec
 from pathlib import Path
@@ -187,7 +188,10 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     return Config(path=path, **sections)
 
 
-def _build(cls: type, section: str, table: dict[str, Any], fail: Any) -> Any:
+Fail = Callable[[str, str], ConfigError]  # (dotted key, why) -> the error to raise
+
+
+def _build(cls: type, section: str, table: dict[str, Any], fail: Fail) -> Any:
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -207,7 +211,7 @@ def _no_default(f: Any) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
 
 
-def _coerce(key: str, typ: str, value: Any, fail: Any) -> Any:
+def _coerce(key: str, typ: str, value: Any, fail: Fail) -> Any:
     # Field types are strings (from __future__ annotations); keep the set small.
     if typ == "bool":
         if not isinstance(value, bool):
@@ -236,7 +240,7 @@ def _coerce(key: str, typ: str, value: Any, fail: Any) -> Any:
     raise AssertionError(f"unhandled config type {typ}")  # pragma: no cover
 
 
-def _check(s: dict[str, Any], fail: Any) -> None:
+def _check(s: dict[str, Any], fail: Fail) -> None:
     feed: FeedConfig = s["feed"]
     if not feed.symbols:
         raise fail("feed.symbols", "must list at least one symbol")

@@ -86,7 +86,7 @@ def test_loop_market_frames_keep_a_stream_live() -> None:
 
 
 def test_profile_summary_ranks_self_time() -> None:
-    raw = "\n".join([  # noqa: FLY002 - one sample line per row reads better
+    raw = "\n".join([
         "thread (1): MainThread;main (collector/cli.py:1);parse (collector/gemini/v1.py:9) 6",
         "thread (1): MainThread;main (collector/cli.py:1);set (collector/core/book.py:3) 3",
         "thread (1): MainThread;main (collector/cli.py:1) 1",

@@ -73,6 +73,7 @@ def unit_for_this_machine(tmp_path: Path) -> Path:
 
 @needs_systemd
 def test_unit_passes_systemd_analyze_verify(tmp_path):
+    assert SYSTEMD_ANALYZE is not None  # needs_systemd
     proc = subprocess.run([SYSTEMD_ANALYZE, "verify", "--recursive-errors=no",
                            str(unit_for_this_machine(tmp_path))],
                           check=False, capture_output=True, text=True, timeout=60)
@@ -82,6 +83,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 
 @needs_systemd
 def test_verify_would_catch_a_typo(tmp_path):
+    assert SYSTEMD_ANALYZE is not None  # needs_systemd
     path = unit_for_this_machine(tmp_path)
     path.write_text(path.read_text().replace("Restart=on-failure", "Restartt=on-failure"))
     proc = subprocess.run([SYSTEMD_ANALYZE, "verify", "--recursive-errors=no", str(path)],
@@ -91,6 +93,7 @@ def test_verify_would_catch_a_typo(tmp_path):
 
 @needs_systemd
 def test_unit_security_exposure_is_2_or_less(tmp_path):
+    assert SYSTEMD_ANALYZE is not None  # needs_systemd
     proc = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", "--threshold=20",
                            "--no-pager", str(unit_for_this_machine(tmp_path))],
                           check=False, capture_output=True, text=True, timeout=60)
@@ -164,7 +167,7 @@ def test_dockerfile_shape():
     froms = [args for word, args in ins if word == "FROM"]
     assert len(froms) >= 2 and all("-slim" in f for f in froms), froms  # multi-stage, slim
     final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
-    words = {w: args for w, args in final}
+    words = dict(final)
     run = " ".join(args for w, args in final if w == "RUN")
     uid = re.search(r"useradd .*--uid (\d+)", run)
     gid = re.search(r"groupadd .*--gid (\d+)", run)

@@ -8,16 +8,13 @@ asks for with `SUBSCRIBE`. We use, per symbol, the full differential depth strea
 whole book.
 
 `parse` turns one frame into a `DepthUpdate`, a `Trade`, an `Ack`, an `Error` or an
-`UnknownFrame`, or raises `InvalidFrame` (the v1 one, so the feed handles one type).
+`UnknownFrame`, or raises `InvalidFrame`.
 
-Decimal text. Gemini pads prices and quantities with zeros (`"77401.500"`,
-`"0.00000000"`). `parse` checks each against plain decimal syntax (digits, at most one
-point, no sign, no exponent) and returns it in **canonical text**: no leading zeros
-before the units digit, no trailing zeros after the point, no bare point, `"0"` for
-zero (`"77401.500"` -> `"77401.5"`, `"0100.0"` -> `"100"`, `"0.00000000"` -> `"0"`).
-The text is exactly the same number (never a float), one number has one text, and it
-is what Gemini's v1 feed writes today, so records look alike whichever API fed them.
-A quantity that is zero in any spelling is `"0"`, which removes the level.
+Decimal text. Gemini pads prices and quantities with zeros here (`"77401.500"`,
+`"0.00000000"`). `parse` checks each against `format.DECIMAL` and returns it in
+`format.canonical` text, which is what Gemini's v1 feed writes today, so records look
+alike whichever API fed them. A quantity that is zero in any spelling is `"0"`, which
+removes the level.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ States:
   acknowledged; then a SUBSCRIBE for the depth stream is queued (-> `subscribing`).
   Until the ack nothing is trusted as the new snapshot (PROTOCOL.md 6).
 
-`StreamBroken` (the v1 class, so the feed catches one type) is raised for `gap`,
+`StreamBroken` (`collector.core.stream`) is raised for `gap`,
 `crossed` (best bid >= best ask after a frame), `invalid` (unparseable frame, a frame
 for another symbol, an error reply to one of our requests, too many trades held).
 A break forgets the book (state `broken`: depth frames are dropped, trades held) until

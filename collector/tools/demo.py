@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from collector import config
 from collector.tools.demo_view import (
@@ -36,6 +36,9 @@ from collector.tools.demo_view import (
     render_table,
     update_rates,
 )
+
+if TYPE_CHECKING:
+    from collector.runtime.app import App
 
 DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 DEFAULT_RATE = 20.0  # updates/s per symbol: lively, still readable
@@ -118,7 +121,7 @@ class DemoOptions:
     verbose: bool = False
 
 
-def snapshot(app: Any, now: float) -> list[SymbolView]:
+def snapshot(app: App, now: float) -> list[SymbolView]:
     """Read the running collector's counters (App.feeds, App.writer)."""
     views = []
     for symbol, feed in app.feeds.items():

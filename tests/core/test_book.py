@@ -50,17 +50,17 @@ def test_native_core_is_built_when_required() -> None:
         pytest.skip("COLLECTOR_REQUIRE_NATIVE is not 1")
     if fastbook is None:
         try:
-            import collector.core._fastbook  # type: ignore[import-not-found]  # noqa: F401
+            import collector.core._fastbook  # noqa: F401  # imported for its ImportError
         except ImportError as exc:
             pytest.fail(f"COLLECTOR_REQUIRE_NATIVE=1 but collector.core._fastbook does not import: {exc}")
     assert fastbook is not None
 
 
 def test_the_core_is_chosen_at_start_up_by_the_pure_python_switch() -> None:
-    assert HAVE_NATIVE == (fastbook is not None)
+    assert (fastbook is not None) == HAVE_NATIVE
     assert use_native_book({}) == HAVE_NATIVE
     assert use_native_book({"COLLECTOR_PURE_PYTHON": "1"}) is False
-    want = fastbook.Side if HAVE_NATIVE else PySide  # type: ignore[union-attr]
+    want = fastbook.Side if fastbook is not None else PySide  # the same as HAVE_NATIVE (above)
     assert type(book_module.Book().bids) is want
     assert type(book_module.Book(native=False).asks) is PySide
 

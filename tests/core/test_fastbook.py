@@ -68,8 +68,9 @@ def _check_same(py: PySide, c: Any, depth: int) -> None:
 @pytest.mark.parametrize("depth", [1, 3, 10])
 @pytest.mark.parametrize("bids", [True, False], ids=["bids", "asks"])
 def test_side_matches_pyside_op_by_op(bids: bool, depth: int, seed: int) -> None:
+    assert fastbook is not None  # needs_native (pytestmark)
     rng = random.Random(f"{seed}:{bids}:{depth}")
-    py, c = PySide(bids=bids), fastbook.Side(bids=bids)  # type: ignore[union-attr]
+    py, c = PySide(bids=bids), fastbook.Side(bids=bids)
     seen = {True: 0, False: 0}
     removed = 0
     prev_py, prev_c = py.top_json(depth), c.top_json(depth)
@@ -104,12 +105,13 @@ def test_side_matches_pyside_op_by_op(bids: bool, depth: int, seed: int) -> None
 
 def test_every_ladder_price_orders_exactly_on_both_sides() -> None:
     """All of the ladder at once, against a sort by Decimal (no PySide involved)."""
+    assert fastbook is not None  # needs_native (pytestmark)
     distinct: dict[Decimal, str] = {}
     for p in PRICES:
         distinct[Decimal(p)] = p  # the last spelling of each value wins, in both
     for bids in (True, False):
         rng = random.Random(bids)
-        c = fastbook.Side(bids=bids)  # type: ignore[union-attr]
+        c = fastbook.Side(bids=bids)
         for p in rng.sample(PRICES, len(PRICES)):
             c.set(p, "1", 5)
         for p in distinct.values():  # the winning spelling last
@@ -125,7 +127,8 @@ def test_every_ladder_price_orders_exactly_on_both_sides() -> None:
     "\u3131", "\u3131\u3131",  # stored as two bytes each, both "1" (0x31): text, not bytes
 ])
 def test_non_decimal_text_is_a_value_error_and_changes_nothing(bad: str) -> None:
-    side = fastbook.Side(bids=True)  # type: ignore[union-attr]
+    assert fastbook is not None  # needs_native (pytestmark)
+    side = fastbook.Side(bids=True)
     side.set("5", "1", 10)
     before = frag_bytes(side.top_json(10))
     for price, size in ((bad, "1"), (bad, "0"), ("5", bad), ("6", bad)):
@@ -136,7 +139,8 @@ def test_non_decimal_text_is_a_value_error_and_changes_nothing(bad: str) -> None
 
 @pytest.mark.parametrize("bad", [1, 1.5, None, b"1", Decimal(1), ["1"]], ids=repr)
 def test_non_str_is_a_type_error(bad: Any) -> None:
-    side = fastbook.Side(bids=False)  # type: ignore[union-attr]
+    assert fastbook is not None  # needs_native (pytestmark)
+    side = fastbook.Side(bids=False)
     side.set("5", "1", 10)
     for price, size in ((bad, "1"), ("5", bad)):
         with pytest.raises(TypeError):
@@ -213,7 +217,7 @@ class Recorded(V1Stream):
         self.unknown: list[str] = []
         self.fast = 0
         super().__init__(symbol, depth, emit_every, self.unknown.append,
-                         Counts(latency=Latencies()), native)  # type: ignore[arg-type]
+                         Counts(latency=Latencies()), native)  # type: ignore[arg-type]  # a recording stand-in for Histogram
 
     def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
         out = super()._fast_native(raw, recv_ns)
@@ -240,7 +244,8 @@ def _same_state(c: Recorded, py: Recorded) -> None:
     assert c.unknown == py.unknown
     assert (c.book is None) == (py.book is None)
     if c.book is not None and py.book is not None:
-        assert type(c.book.bids) is fastbook.Side and type(py.book.bids) is PySide  # type: ignore[union-attr]
+        assert fastbook is not None  # needs_native (pytestmark)
+        assert type(c.book.bids) is fastbook.Side and type(py.book.bids) is PySide
         for a, b in ((c.book.bids, py.book.bids), (c.book.asks, py.book.asks)):
             assert a.top(len(b) + 1) == b.top(len(b) + 1)
 

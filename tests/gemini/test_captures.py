@@ -25,6 +25,7 @@ from tests.helpers.captures import (
     V1_EXCERPTS,
     ZST_CAPTURE,
     Frame,
+    Message,
     read_capture,
     symbols,
     v1_frames,
@@ -37,10 +38,10 @@ pytestmark = pytest.mark.skipif(
     not CAPTURES.is_dir(), reason=f"real captures not found at {CAPTURES} (../shared is absent)")
 
 
-def _load(name: str) -> list:
+def _load(name: str) -> list[Message]:
     if name == ZST_CAPTURE:
         try:
-            import zstandard  # noqa: F401  (a test-only tool, not a project dependency)
+            import zstandard  # noqa: F401  # a test-only tool, not a project dependency
         except ImportError as exc:
             pytest.skip(f"{ZST_CAPTURE} needs zstandard, which does not import: {exc}")
     return read_capture(name)
@@ -202,14 +203,15 @@ def test_real_v1_update_frames_take_the_c_path() -> None:
     order, `timestamp`, a `symbol` in each event) must be ones it takes, not leave to orjson."""
     from collector.core.book import fastbook
 
+    assert fastbook is not None  # needs_native
     updates = 0
     for path in sorted(V1_EXCERPTS.glob("*.jsonl")):
         for raw in path.read_bytes().splitlines():
             msg = orjson.loads(raw)
             if msg["type"] != "update" or "timestampms" not in msg:  # heartbeats, snapshots
                 continue
-            bids, asks = fastbook.Side(bids=True), fastbook.Side(bids=False)  # type: ignore[union-attr]
-            out = fastbook.change(raw, msg["socket_sequence"], bids, asks, DEPTH, True,  # type: ignore[union-attr]
+            bids, asks = fastbook.Side(bids=True), fastbook.Side(bids=False)
+            out = fastbook.change(raw, msg["socket_sequence"], bids, asks, DEPTH, True,
                                   b'"BTCUSD"', 1_700_000_000_000_000_000, Counts())
             assert type(out) is bytes and out.endswith(b"}\n"), (path.name, raw)
             updates += 1

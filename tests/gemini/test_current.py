@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.core.format import canonical
 from collector.gemini import current
 from collector.gemini.current import (
     Ack,
@@ -52,7 +53,7 @@ def test_requests() -> None:
     ("0.00000000", "0"), ("000", "0"), ("10.01", "10.01"),
 ])
 def test_canonical(text: str, want: str) -> None:
-    assert current.canonical(text) == want
+    assert canonical(text) == want  # the text current.parse writes for prices and quantities
 
 
 def test_depth_update_padded_unsorted_and_zero_spellings() -> None:

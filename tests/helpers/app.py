@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 
@@ -13,7 +14,7 @@ class Logs:
     """Reads a subprocess's JSON log lines as they come."""
 
     def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.lines: list[dict] = []
+        self.lines: list[dict[str, Any]] = []
         self.task = asyncio.create_task(self._pump(stream))
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
@@ -23,7 +24,7 @@ class Logs:
     def has(self, event: str) -> bool:
         return any(r["event"] == event for r in self.lines)
 
-    def first(self, event: str) -> dict:
+    def first(self, event: str) -> dict[str, Any]:
         return next(r for r in self.lines if r["event"] == event)
 
 

@@ -44,14 +44,14 @@ def stream_lines(symbol: str, start_ns: int, stop_ns: int, step_s: float, seed: 
     and a gap resync + new connection at each frame index in `breaks`."""
     rnd = random.Random(seed)
     mid = Decimal("11400.00")
-    out = [fmt.resync(symbol, "start", start_ns)]
+    out = [fmt.resync(symbol, fmt.Reason.START, start_ns)]
     seq = 0
     event_id = 7_000_000_000
     t = start_ns + 10**6
     i = 0
     while t < stop_ns:
         if i in breaks:
-            out.append(fmt.resync(symbol, "gap", t, expected_seq=seq + 1, got_seq=seq + 3))
+            out.append(fmt.resync(symbol, fmt.Reason.GAP, t, expected_seq=seq + 1, got_seq=seq + 3))
             seq = -1
             t += 10**7
         seq += 1
@@ -70,7 +70,9 @@ def stream_lines(symbol: str, start_ns: int, stop_ns: int, step_s: float, seed: 
 
 
 def recv_ns(line: bytes) -> int:
-    return orjson.loads(line)["recv_ns"]
+    value = orjson.loads(line)["recv_ns"]
+    assert isinstance(value, int), line
+    return value
 
 
 def write_file(path: Path, data: bytes, comp: str = "") -> Path:
@@ -106,7 +108,7 @@ def write_symbol(layout: Layout, symbol: str, lines: list[bytes], cuts: list[tup
     folder = layout.root / symbol
     segs: list[list[bytes]] = []
     rest = list(lines)
-    for k, (start, n, comp) in enumerate(cuts):
+    for k, (start, _n, _comp) in enumerate(cuts):
         period_end = min([c[0] for c in cuts if c[0] > start] + [start + HOUR_NS])
         take = sum(1 for ln in rest if recv_ns(ln) < period_end + int(lag_s * 10**9))
         if k + 1 < len(cuts) and cuts[k + 1][0] == start:

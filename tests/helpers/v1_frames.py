@@ -59,7 +59,7 @@ EDGE_FRAMES = [
     upd(1, [chg("bid", "0.00", "1")]),                  # zero price: invalid
     upd(1, [chg("bid", "1e3", "1")]),                   # not a plain decimal
     upd(1, [chg("bid", "50", "-1")]),
-    upd(1, [chg("bid", "50", 1)]),                      # a number, not a string
+    upd(1, [chg("bid", "50", 1)]),  # type: ignore[arg-type]  # a number, not a string
     upd(1, [chg("buy", "50", "1")]),
     upd(1, [chg("bid", "102", "1")]),                   # crosses the book
     upd(2, [chg("bid", "50", "1")]),                    # a gap

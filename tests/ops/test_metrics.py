@@ -47,15 +47,18 @@ async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict
     return int(lines[0].split()[1]), headers, body
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (name, labels) -> value
+
+
+def samples(text: str) -> Samples:
+    out: Samples = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             out[(s.name, frozenset(s.labels.items()))] = s.value
     return out
 
 
-def value(series: dict, name: str, **labels: str) -> float:
+def value(series: Samples, name: str, **labels: str) -> float:
     return series[(name, frozenset(labels.items()))]
 
 
@@ -100,6 +103,7 @@ async def test_metrics_and_healthz_over_http(tmp_path):
     monitor = Monitor(app, listen="127.0.0.1:0")
     await monitor.start()
     try:
+        assert monitor.server is not None  # listening
         port = monitor.server.port
         status, headers, body = await http_get(port, "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain; version=")
@@ -202,6 +206,7 @@ async def test_probe_asks_healthz(tmp_path):
     monitor = Monitor(app, listen="127.0.0.1:0")
     await monitor.start()
     try:
+        assert monitor.server is not None  # listening
         listen = f"127.0.0.1:{monitor.server.port}"
         ok, text = await asyncio.to_thread(probe, listen, tmp_path)
         assert not ok and "ETHUSD" in text
@@ -252,9 +257,10 @@ async def test_series_move_and_healthz_follows_a_stall_and_its_resync(tmp_path):
             monitor = Monitor(app, listen="127.0.0.1:0")
             await monitor.start()
             try:
+                assert monitor.server is not None  # listening
                 port = monitor.server.port
 
-                async def scrape() -> dict:
+                async def scrape() -> Samples:
                     status, _, body = await http_get(port, "/metrics")
                     assert status == 200
                     return samples(body.decode())
@@ -332,7 +338,7 @@ async def test_collector_run_serves_metrics_and_collector_health_probes_it(tmp_p
         if listen:
             cfg.write_text(cfg.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
         assert (await collector_health(cfg))[0] == 1  # not running
-        with open(tmp_path / "stderr.log", "wb") as err:  # noqa: ASYNC230 - a local temp file
+        with open(tmp_path / "stderr.log", "wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "collector", "run", "--config", str(cfg),
                 env={**os.environ}, stderr=err)

@@ -88,7 +88,7 @@ async def test_collector_run_speaks_the_notify_protocol(tmp_path):
         cfg = tmp_path / "config.toml"
         write_config(cfg, sim.ws_url, tmp_path / "data", ["BTCUSD", "ETHUSD"])
         env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
-        with open(tmp_path / "stderr.log", "wb") as err:  # noqa: ASYNC230 - a local temp file
+        with open(tmp_path / "stderr.log", "wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "collector", "run", "--config", str(cfg), env=env, stderr=err)
         try:

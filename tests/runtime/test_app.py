@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -24,7 +25,7 @@ from tests.helpers.e2e import (
 SYMBOLS = ["BTCUSD", "ETHUSD"]
 
 
-def book_count(path) -> int:
+def book_count(path: Path) -> int:
     try:
         return path.read_bytes().count(b'"type":"book"')
     except FileNotFoundError:
@@ -89,6 +90,7 @@ async def test_sighup_adds_and_removes_symbols_and_keeps_a_good_config(tmp_path)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "collector", "run", "--config", str(cfg),
             stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None  # stderr=PIPE
         logs = Logs(proc.stderr)
         try:
             btc, eth = (out / s / "current.jsonl" for s in ("BTCUSD", "ETHUSD"))
@@ -143,7 +145,8 @@ async def test_kill_9_then_restart_leaves_files_that_verify(tmp_path):
                 sys.executable, "-m", "collector", "run", "--config", str(cfg),
                 stderr=asyncio.subprocess.DEVNULL)
             try:
-                await wait_until(lambda: books() >= before + 300, timeout=20)
+                await wait_until(lambda: books() >= before + 300,  # noqa: B023  # awaited in this iteration
+                                 timeout=20)
                 proc.send_signal(sig)
                 code = await asyncio.wait_for(proc.wait(), 10)
             finally:

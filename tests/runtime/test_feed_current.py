@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from collector.sim import SimExchange
 from tests.helpers.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
@@ -81,6 +82,7 @@ async def test_a_book_quiet_for_35_s_stays_live_with_the_real_liveness_settings(
             quiet = app.feeds["QUIETUSD"]
             await wait_until(lambda: quiet.stats.live)
             ws = quiet._ws
+            assert isinstance(ws, ClientConnection)  # the default transport, websockets
             await asyncio.sleep(35)  # the condition is time passing
             assert quiet.stats.live and sum(quiet.stats.resyncs.values()) == 0
             assert quiet._ws is ws and quiet.stats.connects == 1

@@ -85,8 +85,9 @@ async def test_tail_follows_rotations_and_sees_every_line_once(sim, tmp_path):
     cfg = make_config(sim.ws_url, out, ["BTCUSD"], output={"rotate": "1s", "compress": "none"})
     (out / "BTCUSD").mkdir(parents=True)
     seen_path = tmp_path / "seen"
+    current = out / "BTCUSD" / "current.jsonl"
     with open(seen_path, "wb") as seen_file:
-        tail = subprocess.Popen(["tail", "-n", "+1", "-s", "0.05", "-F", str(out / "BTCUSD" / "current.jsonl")],
+        tail = subprocess.Popen(["tail", "-n", "+1", "-s", "0.05", "-F", str(current)],
                                 stdout=seen_file, stderr=subprocess.DEVNULL)
     try:
         async with running(cfg):

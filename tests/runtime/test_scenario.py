@@ -45,6 +45,7 @@ def books(folder: Path) -> int:
 async def collector(cfg: Path) -> tuple[asyncio.subprocess.Process, Logs]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "collector", "run", "--config", str(cfg), stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None  # stderr=PIPE
     return proc, Logs(proc.stderr)
 
 

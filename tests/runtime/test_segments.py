@@ -47,11 +47,20 @@ def test_names_order_and_suffixes(tmp_path):
     assert segments.closed_segments(tmp_path)[-1].path.name == "BTCUSD.20251124T160000Z-10.jsonl"
 
 
+def unzstd(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+
+def ungzip(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes())
+
+
 def test_compress_round_trips_and_removes_the_plain_file(tmp_path):
     data = b"".join(b'{"n":%d}\n' % i for i in range(10000))
-    for method, opener in (("zstd", lambda p: zstandard.ZstdDecompressor().stream_reader(open(p, "rb")).read()),
-                           ("gzip", lambda p: gzip.decompress(p.read_bytes()))):
-        plain = touch(tmp_path / f"BTCUSD.20251124T160000Z-{method}.jsonl".replace("-zstd", "").replace("-gzip", "-2"), data)
+    for method, opener in (("zstd", unzstd), ("gzip", ungzip)):
+        name = f"BTCUSD.20251124T160000Z-{method}.jsonl".replace("-zstd", "").replace("-gzip", "-2")
+        plain = touch(tmp_path / name, data)
         final = segments.compress(plain, method)
         assert not plain.exists() and final.exists()
         assert opener(final) == data

@@ -192,9 +192,14 @@ async def test_no_linger_while_a_whole_batch_is_queued(tmp_path, monkeypatch):
 
 
 async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
-    synced = []
+    synced: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(writer_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr("collector.runtime.writer.os.fsync", fsync)
     w = Writer(out_config(tmp_path))
     await run_writer(w, [("BTCUSD", rec("BTCUSD", 1)), ("ETHUSD", rec("ETHUSD", 1))])
     assert len(synced) >= 2
@@ -204,10 +209,14 @@ async def test_stop_fsyncs_and_closes(tmp_path, monkeypatch):
 async def test_fsync_interval_syncs_dirty_files_off_the_loop(tmp_path, monkeypatch):
     import threading
 
-    calls = []
+    calls: list[str] = []
     real = os.fsync
-    monkeypatch.setattr(writer_mod.os, "fsync",
-                        lambda fd: (calls.append(threading.current_thread().name), real(fd)))
+
+    def fsync(fd: int) -> None:
+        calls.append(threading.current_thread().name)
+        real(fd)
+
+    monkeypatch.setattr("collector.runtime.writer.os.fsync", fsync)
     w = Writer(out_config(tmp_path, fsync="interval", fsync_interval_s=0.05))
     task = asyncio.create_task(w.run())
     for i in range(3):

@@ -50,7 +50,9 @@ class DictBook:
 
 async def recv_json(ws: ClientConnection, timeout: float = 2.0) -> dict[str, Any]:
     raw = await asyncio.wait_for(ws.recv(), timeout)
-    return orjson.loads(raw)
+    msg = orjson.loads(raw)
+    assert isinstance(msg, dict), raw  # every frame of both APIs is a JSON object
+    return msg
 
 
 async def recv_raw(ws: ClientConnection, timeout: float = 2.0) -> str | bytes:

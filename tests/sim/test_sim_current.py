@@ -107,7 +107,7 @@ def count_pings(ws: ClientConnection) -> list[float]:
             seen.append(loop.time())
         original(event)
 
-    ws.process_event = spy  # type: ignore[method-assign]
+    ws.process_event = spy  # type: ignore[method-assign]  # a spy wraps the client's own handler
     return seen
 
 
@@ -452,24 +452,26 @@ CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "gemini" / "captures
 
 @pytest.mark.skipif(not (CAPTURES / "GEMINI.ws.1.0").is_file(), reason="captures absent")
 async def test_replayed_capture_over_the_current_api_equals_the_truth() -> None:
-    async with SimExchange(replay=CAPTURES / "GEMINI.ws.1.0", symbols=["ZECLTC"], speed=0) as sim:  # noqa: SIM117
-        async with ws_connect(url(sim)) as ws:
-            snap = await subscribed(ws, "zecltc")
-            book = CurBook()
-            book.apply(snap, snapshot=True)
-            cursor = sim.truth("ZECLTC")
-            n = 0
-            with pytest.raises(ConnectionClosed) as info:
-                while True:
-                    f = await recv_json(ws, 5.0)
-                    if f["e"] != "depthUpdate":
-                        continue
-                    assert f["U"] == book.last < f["u"]
-                    book.apply(f)
-                    bids, asks = cursor.top_at(f["u"])
-                    assert book.top() == ([(Decimal(p), Decimal(a)) for p, a in bids],
-                                          [(Decimal(p), Decimal(a)) for p, a in asks])
-                    n += 1
+    async with (
+        SimExchange(replay=CAPTURES / "GEMINI.ws.1.0", symbols=["ZECLTC"], speed=0) as sim,
+        ws_connect(url(sim)) as ws,
+    ):
+        snap = await subscribed(ws, "zecltc")
+        book = CurBook()
+        book.apply(snap, snapshot=True)
+        cursor = sim.truth("ZECLTC")
+        n = 0
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                f = await recv_json(ws, 5.0)
+                if f["e"] != "depthUpdate":
+                    continue
+                assert f["U"] == book.last < f["u"]
+                book.apply(f)
+                bids, asks = cursor.top_at(f["u"])
+                assert book.top() == ([(Decimal(p), Decimal(a)) for p, a in bids],
+                                      [(Decimal(p), Decimal(a)) for p, a in asks])
+                n += 1
     assert info.value.rcvd is not None and info.value.rcvd.code == 1012  # the loop restarts
     log = sim.truth("ZECLTC").log  # every book change but the loop's reset (no frame has it)
     assert n == len([u for u in log.event_ids if u > snap["u"] and u not in log.resets]) > 0

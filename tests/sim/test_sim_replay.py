@@ -93,7 +93,7 @@ def test_plain_jsonl_and_zst_agree(tmp_path: Path) -> None:
 @needs_captures
 def test_zst_without_zstandard_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
-    with pytest.raises(RuntimeError, match="install zstandard to replay .zst files"):
+    with pytest.raises(RuntimeError, match=r"install zstandard to replay \.zst files"):
         load_capture(ZST)
 
 

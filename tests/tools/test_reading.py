@@ -17,7 +17,7 @@ from collector.tools import cat as cat_mod
 from collector.tools import decoding, listing, reading
 from collector.tools.cat import main_cat
 from collector.tools.decoding import ReadError
-from collector.tools.reading import parse_time, read, read_lines
+from collector.tools.reading import Time, parse_time, read, read_lines
 from tests.helpers.layout import T0_NS, Layout, ns, stamp
 
 # `data`, the Layout built in tmp_path: tests/tools/conftest.py
@@ -55,8 +55,10 @@ def test_time_and_type_filters(data: Layout) -> None:
     want = [r for r in loads_all(data.expected["BTCUSD"])
             if lo <= r["recv_ns"] < hi and r["type"] in ("trade", "resync")]
     assert want and {r["type"] for r in want} == {"trade", "resync"}
-    for start, end in [(lo // 10**6, hi // 10**6), ("2026-11-24T07:00:30Z", "2026-11-24T08:10"),
-                       (datetime(2026, 11, 24, 7, 0, 30), datetime(2026, 11, 24, 8, 10))]:
+    windows: list[tuple[Time, Time]] = [
+        (lo // 10**6, hi // 10**6), ("2026-11-24T07:00:30Z", "2026-11-24T08:10"),
+        (datetime(2026, 11, 24, 7, 0, 30), datetime(2026, 11, 24, 8, 10))]
+    for start, end in windows:
         assert list(read(data.root, "BTCUSD", start, end, ["trade", "resync"])) == want
 
 
@@ -90,7 +92,8 @@ def test_headers_only_when_asked(data: Layout) -> None:
         "2026-11-24T06:00:00Z", "2026-11-24T07:00:00Z", "2026-11-24T07:00:00Z",
         "2026-11-24T08:00:00Z", "2026-11-24T09:00:00Z"]
     # with a window: the header of each segment it touches, before its records
-    got = list(read(data.root, "BTCUSD", start=ns(2, 3590) // 10**6, end=ns(3, 20) // 10**6, types=["header", "book"]))
+    got = list(read(data.root, "BTCUSD", start=ns(2, 3590) // 10**6, end=ns(3, 20) // 10**6,
+                    types=["header", "book"]))
     kinds = [r["type"] for r in got]
     assert kinds[0] == "header" and got[0]["segment_start"] == "2026-11-24T08:00:00Z"
     assert kinds.count("header") == 2

@@ -145,9 +145,9 @@ def test_span_rules(data: Layout) -> None:
     extra = [
         fmt.trade("BTCUSD", last["seq"], 5, 4, "1.5", "1", "bid", False, 1, t + 2),  # after its book
         book0,                                                  # new connection, no resync
-        fmt.resync("BTCUSD", "closed", t + 3, detail="eof"),
+        fmt.resync("BTCUSD", fmt.Reason.CLOSED, t + 3, detail="eof"),
         book0,                                                  # fine after a resync
-        fmt.resync("BTCUSD", "dropped", t + 4, dropped=3),
+        fmt.resync("BTCUSD", fmt.Reason.DROPPED, t + 4, dropped=3),
         fmt.book("BTCUSD", 4, 2, 1, t + 5, [("1.5", "1")], [("1.6", "2")]),  # fine: new span
         fmt.book("BTCUSD", 5, 2, 1, t + 6, [("1.5", "0")], [("1.6", "2")]),
         b'{"type":"resync","symbol":"BTCUSD","reason":"nonsense","recv_ns":%d}\n' % (t + 7),
