@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import resource
+import secrets
+import stat
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+import structlog
+
 from collector import __version__, config
+from collector.core.format import RAW_DIR
 from collector.ops import logs
+
+EX_IOERR = 74  # output.dir failed for a reason a restart may fix (disk full, I/O error)
+PROBE_PREFIX = ".collector-probe-"
+# Failures a restart may fix (exit 74, systemd restarts); any other (permissions, a read-only
+# mount, a path that cannot exist) is the operator's to mend: exit 78, no restart loop.
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.ENFILE,
+                     errno.EMFILE, errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT,
+                     errno.EBUSY}
+
+
+class StartError(Exception):
+    """A start-up check failed for a reason a restart may fix (exit EX_IOERR)."""
 
 
 def _event_loop_run(main: Coroutine[Any, Any, int]) -> int:
@@ -31,9 +51,123 @@ def _load_config(path: str) -> config.Config:
         raise SystemExit(config.EX_CONFIG) from None
 
 
+def prepare_output_dir(cfg: config.Config) -> None:
+    """Create output.dir if missing and prove it writable, or ConfigError (StartError when
+    a restart may help). The proof is a probe file created and removed in each existing
+    folder the writer would create files in: the very operation the writer does, with the
+    process's effective credentials, so permissions, ACLs, a read-only or ProtectSystem
+    mount, an immutable flag or a security module all show. os.access() answers for the
+    real uid instead and is blind to some of these. A symlink at output.dir itself is
+    followed: the operator chose it in the config (say, to another disk), as trusted as the
+    config itself; links inside the tree, which anyone able to write there can plant, are
+    not followed here (a symbol folder that is a link is not probed)."""
+    out = cfg.output.dir
+
+    def fail(why: str) -> config.ConfigError:
+        return config.ConfigError(f"{cfg.path or '<config>'}: output.dir: {out}: {why}")
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # ENOTDIR, or EEXIST from a file or a dangling link: name what stands in the way
+        blocker = next((p for p in [*reversed(out.parents), out] if _not_a_dir(p)), None)
+        if blocker == out:
+            raise fail(f"is {_describe(out)}, not a directory") from None
+        if blocker is not None:
+            raise fail(f"lies under {blocker}, {_describe(blocker)}, not a directory") from None
+        raise _os_fail(fail, "cannot be created", exc) from None
+    subdirs = [out / s for s in cfg.feed.symbols]  # left by an earlier run, or another user
+    if cfg.output.raw:
+        subdirs += [out / s / RAW_DIR for s in cfg.feed.symbols]
+    for folder in [out, *(d for d in subdirs if stat.S_ISDIR(_lmode(d)))]:
+        probe = folder / f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            where = "" if folder == out else f" (in {folder})"
+            raise _os_fail(fail, f"cannot be written{where}", exc) from None
+
+
+def _lmode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
+
+
+def _not_a_dir(path: Path) -> bool:
+    if not _lmode(path):
+        return False  # missing: mkdir makes it
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return True
+
+
+def _describe(path: Path) -> str:
+    """What stands where a directory is wanted."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"a symbolic link that cannot be followed ({exc.strerror})"
+    kind = "a regular file" if stat.S_ISREG(mode) else "a special file"
+    return f"a symbolic link to {kind}" if stat.S_ISLNK(_lmode(path)) else kind
+
+
+def _os_fail(fail: Callable[[str], config.ConfigError], what: str, exc: OSError) -> Exception:
+    why = f"{what}: {exc.strerror or exc}"
+    err = fail(why)
+    return StartError(str(err)) if exc.errno in _TRANSIENT_ERRNOS else err
+
+
+def raise_fd_limit(cfg: config.Config) -> tuple[int, int] | None:
+    """Raise RLIMIT_NOFILE's soft limit when the symbols need more descriptors than it
+    allows (to twice the need, within the hard limit, leaving room for symbols a reload
+    adds); ConfigError naming feed.symbols when even the hard limit is too low. Returns
+    (old, new) when it raised the limit."""
+    need = config.fds_needed(cfg)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if soft == infinite or soft >= need:
+        return None
+    why = (f"{len(cfg.feed.symbols)} symbols need {need} file descriptors "
+           f"({config.fds_per_symbol(cfg)} per symbol + {config.FD_RESERVE} reserved)")
+    hint = "raise it (LimitNOFILE= in the systemd unit, ulimit -n in a shell) or list fewer symbols"
+    where = f"{cfg.path or '<config>'}: feed.symbols"
+    if hard != infinite and hard < need:
+        raise config.ConfigError(f"{where}: {why}, more than the hard limit of open files "
+                                 f"(RLIMIT_NOFILE) {hard}: {hint}")
+    new = 2 * need if hard == infinite else min(hard, 2 * need)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (OSError, ValueError) as exc:
+        raise config.ConfigError(f"{where}: {why}, more than the open files limit (RLIMIT_NOFILE) "
+                                 f"{soft}, which could not be raised ({exc}): {hint}") from None
+    return soft, new
+
+
+def _start_checks(cfg: config.Config) -> None:
+    """What the config cannot say by itself: exit 78 (or 74) before anything runs."""
+    try:
+        raised = raise_fd_limit(cfg)  # first: a config refused here leaves no folder behind
+        prepare_output_dir(cfg)
+    except config.ConfigError as exc:
+        print(f"collector: config error: {exc}", file=sys.stderr)
+        raise SystemExit(config.EX_CONFIG) from None
+    except StartError as exc:
+        print(f"collector: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(EX_IOERR) from None
+    if raised:
+        structlog.get_logger("cli").info("raised the open files limit", old=raised[0],
+                                         new=raised[1], need=config.fds_needed(cfg))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     logs.configure(cfg.log.level)
+    _start_checks(cfg)
     from collector.runtime.app import App
 
     async def main() -> int:

@@ -6,6 +6,8 @@ Every error names the key and the file, and the CLI turns it into exit status 78
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -13,14 +15,43 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from collector.core.health import EXIT_AFTER_S, WRITER_STUCK_S
 
 EX_CONFIG = 78
-_SYMBOL = re.compile(r"^[A-Z0-9]{3,24}$")
-_DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
+# Patterns are used with fullmatch: "$" would also accept a trailing newline.
+_SYMBOL = re.compile(r"[A-Z0-9]{3,24}")  # also a directory name: no dot, slash or control character
+_DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})$")
+MAX_DURATION_S = 100 * 365 * 86400  # output.rotate and output.retain
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # a DNS label (underscores do resolve)
+WEEK_S = 7 * 86400.0
+# Every number key -> (lowest, whether the lowest itself is allowed, highest). Beyond the highest
+# is a mistake that can break timers (threading's waits overflow past ~9.2e9 s) or int(mb * 2**20).
+RANGES: dict[str, tuple[float, bool, float]] = {
+    **{f"feed.{k}": (0.0, False, WEEK_S) for k in (
+        "stale_after_s", "snapshot_timeout_s", "backoff_initial_s", "backoff_max_s",
+        "refused_retry_s", "ping_interval_s", "ping_timeout_s", "retry_after_max_s")},
+    "feed.healthy_after_s": (0.0, True, WEEK_S),
+    "feed.connect_burst": (1, True, 10_000),
+    "feed.connects_per_minute": (0.0, False, 1e6),
+    "feed.max_connects_per_minute": (0.0, False, 1e6),
+    "book.depth": (1, True, 1000),
+    "output.queue_size": (1, True, 10_000_000),
+    "output.batch_max": (1, True, 10_000_000),
+    "output.max_segment_mb": (0.0, False, 1e6),  # a terabyte
+    "output.fsync_interval_s": (0.0, False, WEEK_S),
+    "output.min_free_mb": (0.0, True, 1e9),  # a petabyte
+    "output.retain_gb": (0.0, True, 1e6),
+    "health.writer_stuck_s": (0.0, False, WEEK_S),
+    "health.exit_after_s": (0.0, False, WEEK_S),
+}
+# File descriptors, measured: per symbol its socket, current.jsonl and that file's folder (and
+# with output.raw the raw file and its folder), over about 15 fixed; the reserve holds those
+# (stdio, event loop, lock, metrics listener and clients, heartbeat, compression, resolver).
+FD_PER_SYMBOL, FD_PER_RAW, FD_RESERVE = 3, 2, 64
 COMPRESSIONS = ("zstd", "gzip", "none")
 TRANSPORTS = ("websockets", "picows")  # feed.transport; transport.py implements them
 PICOWS_INSTALL_HINT = 'needs picows, which is not installed: pip install "gemini-collector[picows]"'
@@ -31,23 +62,79 @@ DEFAULT_URLS = {"v1": "wss://api.gemini.com/v1/marketdata", "current": "wss://ws
 
 def parse_duration(text: str) -> int:
     """"5s", "15m", "1h", "1d" -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r}")
+    m = _DURATION.fullmatch(text)
+    if not m or int(m.group(1)) * _UNITS[m.group(2)] > MAX_DURATION_S:
+        raise ValueError(f"not a duration: {_show(text)}")
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
     """`"127.0.0.1:9464"`, `"[::1]:9464"`, `"0.0.0.0:9464"` -> (host, port); ValueError
     otherwise. Port 0 picks a free port (tests)."""
-    m = _LISTEN.match(text)
+    m = _LISTEN.fullmatch(text)
     if not m:
-        raise ValueError(f"not HOST:PORT (an IPv6 host in brackets): {text!r}")
+        raise ValueError(f"not HOST:PORT (an IPv6 host in brackets): {_show(text)}")
     host = m.group("v6") if m.group("v6") is not None else m.group("host")
     port = int(m.group("port"))
     if not host or port > 65535:
-        raise ValueError(f"not HOST:PORT with a host and a port up to 65535: {text!r}")
+        raise ValueError(f"not HOST:PORT with a host and a port up to 65535: {_show(text)}")
+    try:
+        check_host(host, bracketed=m.group("v6") is not None)
+    except ValueError as exc:
+        raise ValueError(f"not HOST:PORT: {exc}") from None
     return host, port
+
+
+def check_host(host: str, bracketed: bool = False) -> None:
+    """ValueError unless `host` is an IP address (IPv6 when it was in brackets) or a DNS
+    name (ASCII labels; an internationalised name in its xn-- form)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    if bracketed and not isinstance(addr, ipaddress.IPv6Address):
+        raise ValueError(f"{_show(host)} in brackets is not an IPv6 address")
+    if addr is not None:
+        return
+    if re.fullmatch(r"[0-9.]+", host):
+        raise ValueError(f"{_show(host)} is not a valid IPv4 address")
+    name = host.removesuffix(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{_show(host)} is neither an IP address nor a host name")
+
+
+def check_url(url: str, api: str) -> None:
+    """ValueError unless `url` is a ws:// or wss:// URL with a host, a port from 1 to 65535 if
+    any, no credentials, no fragment, and for v1 no query (the symbol is appended)."""
+    if not url.isprintable() or " " in url:
+        raise ValueError(f"contains a space or a control character: {_show(url)}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc}): {_show(url)}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"must start with ws:// or wss://, got {_show(url)}")
+    if not parts.hostname:
+        raise ValueError(f"has no host: {_show(url)}")
+    check_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
+    if port == 0:  # websockets would quietly connect to 80 or 443 instead
+        raise ValueError(f"port 0 is not a port to connect to: {_show(url)}")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (the URL is logged and written into segment headers)")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError(f"must not have a #fragment: {_show(url)}")
+    if api == "v1" and (parts.query or "?" in url):
+        raise ValueError(f"must not have a ?query with api = \"v1\" (the symbol is appended): {_show(url)}")
+
+
+def fds_per_symbol(cfg: Config) -> int:
+    return FD_PER_SYMBOL + (FD_PER_RAW if cfg.output.raw else 0)
+
+
+def fds_needed(cfg: Config) -> int:
+    """File descriptors a collector with this config needs."""
+    return FD_RESERVE + fds_per_symbol(cfg) * len(cfg.feed.symbols)
 
 
 def check_transport(cfg: FeedConfig) -> None:
@@ -76,6 +163,7 @@ class FeedConfig:
     connects_per_minute: float = 1.0
     max_connects_per_minute: float = 60.0
     refused_retry_s: float = 300.0  # a symbol the exchange does not know (404)
+    retry_after_max_s: float = 300.0  # cap on an exchange's HTTP Retry-After
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     api: str = "v1"  # "v1" (one socket per symbol, socket_sequence) or "current" (ws.gemini.com)
@@ -144,14 +232,8 @@ class Config:
     path: Path | None = None
 
 
-_SECTIONS: dict[str, type] = {
-    "feed": FeedConfig,
-    "book": BookConfig,
-    "output": OutputConfig,
-    "log": LogConfig,
-    "metrics": MetricsConfig,
-    "health": HealthConfig,
-}
+_SECTIONS: dict[str, type] = {"feed": FeedConfig, "book": BookConfig, "output": OutputConfig,
+                              "log": LogConfig, "metrics": MetricsConfig, "health": HealthConfig}
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -199,9 +281,7 @@ def _build(cls: type, section: str, table: dict[str, Any], fail: Fail) -> Any:
         if key not in known:
             raise fail(dotted, f"unknown key (known: {', '.join(known)})")
         values[key] = _coerce(dotted, str(known[key].type), value, fail)
-    missing = [
-        n for n, f in known.items() if n not in values and _no_default(f)
-    ]
+    missing = [n for n, f in known.items() if n not in values and _no_default(f)]
     if missing:
         raise fail(f"{section}.{missing[0]}", "required key is missing")
     return cls(**values)
@@ -215,27 +295,35 @@ def _coerce(key: str, typ: str, value: Any, fail: Fail) -> Any:
     # Field types are strings (from __future__ annotations); keep the set small.
     if typ == "bool":
         if not isinstance(value, bool):
-            raise fail(key, f"must be true or false, got {value!r}")
+            raise fail(key, f"must be true or false, got {_show(value)}")
         return value
     if typ == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise fail(key, f"must be an integer, got {value!r}")
+            raise fail(key, f"must be an integer, got {_show(value)}")
         return value
     if typ == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail(key, f"must be a number, got {value!r}")
-        return float(value)
+            raise fail(key, f"must be a number, got {_show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # nan compares false with every bound
+            raise fail(key, f"must be a finite number, got {_show(value)}")
+        return number
     if typ == "str":
         if not isinstance(value, str):
-            raise fail(key, f"must be a string, got {value!r}")
+            raise fail(key, f"must be a string, got {_show(value)}")
         return value
     if typ == "Path":
         if not isinstance(value, str) or not value:
-            raise fail(key, f"must be a non-empty path string, got {value!r}")
+            raise fail(key, f"must be a non-empty path string, got {_show(value)}")
+        if "\0" in value:
+            raise fail(key, f"must not contain a NUL character, got {_show(value)}")
         return Path(value)
     if typ == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise fail(key, f"must be a list of strings, got {value!r}")
+            raise fail(key, f"must be a list of strings, got {_show(value)}")
         return tuple(value)
     raise AssertionError(f"unhandled config type {typ}")  # pragma: no cover
 
@@ -245,8 +333,8 @@ def _check(s: dict[str, Any], fail: Fail) -> None:
     if not feed.symbols:
         raise fail("feed.symbols", "must list at least one symbol")
     for sym in feed.symbols:
-        if not _SYMBOL.match(sym):
-            raise fail("feed.symbols", f"{sym!r} is not an upper-case Gemini symbol such as BTCUSD")
+        if not _SYMBOL.fullmatch(sym):
+            raise fail("feed.symbols", f"{_show(sym)} is not an upper-case Gemini symbol such as BTCUSD")
     if len(set(feed.symbols)) != len(feed.symbols):
         raise fail("feed.symbols", "lists a symbol twice")
     if feed.api not in DEFAULT_URLS:
@@ -259,47 +347,29 @@ def _check(s: dict[str, Any], fail: Fail) -> None:
         raise fail("feed.transport", str(exc)) from None
     if feed.repair not in REPAIRS:
         raise fail("feed.repair", f"must be one of {', '.join(REPAIRS)}, got {feed.repair!r}")
-    if not feed.url.startswith(("ws://", "wss://")):
-        raise fail("feed.url", f"must start with ws:// or wss://, got {feed.url!r}")
-    positive = (
-        "stale_after_s", "snapshot_timeout_s", "backoff_initial_s", "backoff_max_s",
-        "connects_per_minute", "max_connects_per_minute", "refused_retry_s",
-        "ping_interval_s", "ping_timeout_s",
-    )
-    for name in positive:
-        if getattr(feed, name) <= 0:
-            raise fail(f"feed.{name}", "must be greater than 0")
-    if feed.healthy_after_s < 0:
-        raise fail("feed.healthy_after_s", "must be 0 or more")
+    try:
+        check_url(feed.url, feed.api)
+    except ValueError as exc:
+        raise fail("feed.url", str(exc)) from None
+    _check_ranges(s, fail)
     if feed.backoff_max_s < feed.backoff_initial_s:
         raise fail("feed.backoff_max_s", "must be at least feed.backoff_initial_s")
-    if feed.connect_burst < 1:
-        raise fail("feed.connect_burst", "must be at least 1")
     book: BookConfig = s["book"]
-    if not 1 <= book.depth <= 1000:
-        raise fail("book.depth", f"must be between 1 and 1000, got {book.depth}")
     if book.emit not in ("change", "every"):
         raise fail("book.emit", f"must be \"change\" or \"every\", got {book.emit!r}")
     out: OutputConfig = s["output"]
-    if out.queue_size < 1:
-        raise fail("output.queue_size", "must be at least 1")
-    if out.batch_max < 1:
-        raise fail("output.batch_max", "must be at least 1")
     for key in ("rotate", "retain"):
         value = getattr(out, key)
-        if (value or key == "rotate") and not _DURATION.match(value):
-            raise fail(f"output.{key}",
-                       f"must be a duration such as \"5s\", \"15m\", \"1h\", \"1d\", got {value!r}")
+        if value or key == "rotate":
+            try:
+                parse_duration(value)
+            except ValueError:
+                raise fail(f"output.{key}", f"must be a duration such as \"5s\", \"15m\", \"1h\", "
+                           f"\"1d\", up to {MAX_DURATION_S // 86400}d, got {_show(value)}") from None
     if out.compress not in COMPRESSIONS:
         raise fail("output.compress", f"must be one of {', '.join(COMPRESSIONS)}, got {out.compress!r}")
     if out.fsync not in ("rotate", "interval"):
         raise fail("output.fsync", f"must be \"rotate\" or \"interval\", got {out.fsync!r}")
-    for key in ("max_segment_mb", "fsync_interval_s"):
-        if getattr(out, key) <= 0:
-            raise fail(f"output.{key}", "must be greater than 0")
-    for key in ("min_free_mb", "retain_gb"):
-        if getattr(out, key) < 0:
-            raise fail(f"output.{key}", "must be 0 or more")
     level = s["log"].level
     if level not in _LEVELS:
         raise fail("log.level", f"must be one of {', '.join(_LEVELS)}, got {level!r}")
@@ -310,10 +380,23 @@ def _check(s: dict[str, Any], fail: Fail) -> None:
         except ValueError as exc:
             raise fail("metrics.listen", str(exc)) from None
     health: HealthConfig = s["health"]
-    if health.writer_stuck_s <= 0:
-        raise fail("health.writer_stuck_s", "must be greater than 0")
     if health.exit_after_s < health.writer_stuck_s:
         raise fail("health.exit_after_s", "must be at least health.writer_stuck_s")
+
+
+def _check_ranges(s: dict[str, Any], fail: Fail) -> None:
+    for dotted, (low, low_ok, high) in RANGES.items():
+        section, key = dotted.split(".")
+        value = getattr(s[section], key)
+        if low_ok and not low <= value <= high:
+            raise fail(dotted, f"must be between {low:g} and {high:.0f}, got {_show(value)}")
+        if not low_ok and not low < value <= high:
+            raise fail(dotted, f"must be greater than {low:g} and at most {high:.0f}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -11,6 +11,7 @@ is said by the stream class.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,3 +101,19 @@ class SymbolStream(Protocol):
 
 
 OnUnknown = Callable[[str], None]  # called with each unknown event or frame type
+
+# However many unknown kinds a peer invents, a feed counts them under at most
+# MAX_UNKNOWN_KINDS names (OTHER included) of at most MAX_KIND_CHARS characters, so its
+# memory, and the metrics' series, stay bounded.
+MAX_UNKNOWN_KINDS = 64
+MAX_KIND_CHARS = 64
+OTHER = "other"
+
+
+def count_unknown(counts: Counter[str], kind: str) -> str:
+    """Count one unknown event or frame type; the name it was counted under."""
+    kind = kind[:MAX_KIND_CHARS]
+    if kind not in counts and len(counts) >= MAX_UNKNOWN_KINDS - 1:
+        kind = OTHER
+    counts[kind] += 1
+    return kind

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from collector.core.format import Level, canonical, is_decimal
-from collector.gemini.wire import InvalidFrame, is_int, json_object
+from collector.gemini.wire import InvalidFrame, is_int, json_object, show
 
 __all__ = [
     "DEFAULT_URL", "Ack", "DepthUpdate", "Error", "Frame", "InvalidFrame", "Trade",
@@ -144,10 +144,10 @@ def parse(raw: bytes | str) -> Frame:
     if kind is not None:
         if isinstance(kind, str) and kind:
             return UnknownFrame(kind)
-        raise InvalidFrame(f"event type {kind!r}", raw)
+        raise InvalidFrame(f"event type {show(kind)}", raw)
     req_id = msg.get("id")
     if req_id is not None and not is_int(req_id):
-        raise InvalidFrame(f"request id {req_id!r} is not an integer", raw)
+        raise InvalidFrame(f"request id {show(req_id)} is not an integer", raw)
     if "error" in msg:
         return Error(req_id, msg["error"])
     if "result" in msg and "id" in msg:
@@ -170,7 +170,7 @@ def _depth(msg: dict[str, Any]) -> DepthUpdate:
 def _trade(msg: dict[str, Any]) -> Trade:
     m = msg.get("m")
     if not isinstance(m, bool):
-        raise _Bad(f"m {m!r} is not a boolean")
+        raise _Bad(f"m {show(m)} is not a boolean")
     return Trade(_symbol(msg), _uint(msg, "t"), _decimal(msg.get("p"), "p"),
                  _decimal(msg.get("q"), "q"), m, _uint(msg, "E"))
 
@@ -182,29 +182,32 @@ def _levels(msg: dict[str, Any], key: str) -> tuple[Level, ...]:
     out = []
     for level in levels:
         if not isinstance(level, list) or len(level) != 2:
-            raise _Bad(f"{key} level {level!r} is not a [price, quantity] pair")
+            raise _Bad(f"{key} level {show(level)} is not a [price, quantity] pair")
         price = _decimal(level[0], f"{key} price")
         if price == "0":
-            raise _Bad(f"{key} price {level[0]!r} is zero")
+            raise _Bad(f"{key} price {show(level[0])} is zero")
         out.append((price, _decimal(level[1], f"{key} quantity")))
     return tuple(out)
 
 
 def _decimal(value: Any, what: str) -> str:
     if not isinstance(value, str) or not is_decimal(value):
-        raise _Bad(f"{what} {value!r} is not a decimal string")
+        raise _Bad(f"{what} {show(value)} is not a decimal string")
     return canonical(value)
 
 
 def _symbol(msg: dict[str, Any]) -> str:
     s = msg.get("s")
     if not isinstance(s, str) or not s:
-        raise _Bad(f"s {s!r} is not a symbol")
+        raise _Bad(f"s {show(s)} is not a symbol")
     return s.upper()
+
+
+MAX_ID = 2**63 - 1  # ids and times: a trade's seq is the last update id + 1, still 64 bits
 
 
 def _uint(msg: dict[str, Any], key: str) -> int:
     v = msg.get(key)
-    if not is_int(v) or v < 0:
-        raise _Bad(f"{key} {v!r} is not a non-negative integer")
+    if not is_int(v) or not 0 <= v <= MAX_ID:
+        raise _Bad(f"{key} {show(v)} is not an integer from 0 to 2**63 - 1")
     return v

@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from collector.core import format
-from collector.core.book import HAVE_NATIVE, Book
+from collector.core.book import HAVE_NATIVE, Book, set_levels
 from collector.core.format import Reason
 from collector.core.stream import Counts, OnUnknown, StreamBroken, StreamState, advance
 from collector.gemini.current import (
@@ -66,6 +66,7 @@ from collector.gemini.current import (
     subscribe,
     unsubscribe,
 )
+from collector.gemini.wire import show
 
 MAX_HELD_TRADES = 10_000
 
@@ -184,7 +185,7 @@ class CurrentStream:
             req_id = frame.id
             if req_id is None or req_id in self._pending:
                 method = self._pending.pop(req_id, "request") if req_id is not None else "request"
-                raise self._broken(Reason.INVALID, detail=f"{method} {req_id} refused: {frame.error!r}")
+                raise self._broken(Reason.INVALID, detail=f"{method} {req_id} refused: {show(frame.error)}")
             return b""
         self.on_unknown(f"frame:{frame.kind}")
         return b""
@@ -197,7 +198,8 @@ class CurrentStream:
 
     def _check_symbol(self, symbol: str) -> None:
         if symbol != self.symbol:
-            raise self._broken(Reason.INVALID, detail=f"frame for {symbol} on the {self.symbol} stream")
+            raise self._broken(Reason.INVALID,
+                               detail=f"frame for {symbol[:40]} on the {self.symbol} stream")
 
     def _depth(self, frame: DepthUpdate, recv_ns: int) -> bytes:
         self._check_symbol(frame.symbol)
@@ -213,12 +215,8 @@ class CurrentStream:
 
     def _snapshot(self, frame: DepthUpdate, recv_ns: int) -> bytes:
         book = Book(self.native)
-        bids, asks = book.bids, book.asks
-        depth = self.depth
-        for price, qty in frame.bids:
-            bids.set(price, qty, depth)
-        for price, qty in frame.asks:
-            asks.set(price, qty, depth)
+        book.bids.load(frame.bids)  # in one go: a snapshot of any depth in O(n log n)
+        book.asks.load(frame.asks)
         self._check_crossed(book, frame.last_id)
         self.book = book
         self.last_id = frame.last_id
@@ -242,14 +240,9 @@ class CurrentStream:
         if not frame.bids and not frame.asks:
             return b""
         book, depth = self.book, self.depth
-        top_changed = False
-        bids, asks = book.bids, book.asks
-        for price, qty in frame.bids:
-            if bids.set(price, qty, depth):
-                top_changed = True
-        for price, qty in frame.asks:
-            if asks.set(price, qty, depth):
-                top_changed = True
+        top_changed = set_levels(book.bids, frame.bids, depth)
+        if set_levels(book.asks, frame.asks, depth):
+            top_changed = True
         self.counts.updates += 1
         self._check_crossed(book, frame.last_id)
         if top_changed or self.emit_every:

@@ -4,7 +4,10 @@ A v1 stream is one WebSocket per symbol. Every frame carries `socket_sequence`,
 0 for the snapshot frame and +1 for every later frame, heartbeats included
 (PROTOCOL.md 1.5). `parse` turns one frame into a `Heartbeat`, an `Update` or an
 `UnknownFrame`, or raises `InvalidFrame`; it checks shapes and decimal syntax
-so the book never sees a value it cannot key exactly.
+so the book never sees a value it cannot key exactly. An auction event's fields are
+recorded as they are: a frame that carries one is read again with its numbers kept as
+written (`wire.exact_object`), and one that could not be written back exactly (nested
+deeper than orjson writes) is invalid.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from collector.core.format import MAKER_SIDES, is_decimal, is_zero
-from collector.gemini.wire import InvalidFrame, is_int, json_object
+from collector.gemini.wire import InvalidFrame, exact_object, is_int, json_object, show
 
 
 def stream_url(base: str, symbol: str, trades: bool) -> str:
@@ -86,7 +91,10 @@ _AUCTIONS = ("auction_open", "auction_indicative", "auction_result")
 
 
 def parse(raw: bytes | str) -> Frame:
-    return parse_object(json_object(raw), raw)
+    frame = parse_object(json_object(raw), raw)
+    if type(frame) is Update and any(type(e) is Auction for e in frame.events):
+        return parse_object(exact_object(raw), raw)  # its numbers as written
+    return frame
 
 
 def parse_object(msg: dict[str, Any], raw: bytes | str) -> Frame:
@@ -128,7 +136,7 @@ def _event(e: Any) -> Event:
     if kind == "change":
         side = e.get("side")
         if side != "bid" and side != "ask":
-            raise _BadEvent(f"change side {side!r}")
+            raise _BadEvent(f"change side {show(side)}")
         price = _decimal(e, "price")
         if is_zero(price):
             raise _BadEvent("change price is zero")
@@ -137,12 +145,17 @@ def _event(e: Any) -> Event:
     if kind == "trade":
         maker = e.get("makerSide")
         if maker not in MAKER_SIDES:
-            raise _BadEvent(f"trade makerSide {maker!r}")
+            raise _BadEvent(f"trade makerSide {show(maker)}")
         return Trade(_tid(e), _decimal(e, "price"), _decimal(e, "amount"), maker)
     if kind == "block_trade":
         return Trade(_tid(e), _decimal(e, "price"), _decimal(e, "amount"), None, block=True)
     if kind in _AUCTIONS:
-        return Auction(kind, {k: v for k, v in e.items() if k != "type"})
+        fields = {k: v for k, v in e.items() if k != "type"}
+        try:
+            orjson.dumps(fields)
+        except TypeError as exc:  # orjson.JSONEncodeError: e.g. nested deeper than 254
+            raise _BadEvent(f"{kind} cannot be recorded exactly: {exc}") from None
+        return Auction(kind, fields)
     if isinstance(kind, str):
         return UnknownEvent(kind)
     raise _BadEvent("event type missing")
@@ -151,13 +164,13 @@ def _event(e: Any) -> Event:
 def _decimal(e: dict[str, Any], key: str) -> str:
     value = e.get(key)
     if not isinstance(value, str) or not is_decimal(value):
-        raise _BadEvent(f"{e.get('type')} {key} {value!r} is not a decimal string")
+        raise _BadEvent(f"{e.get('type')} {key} {show(value)} is not a decimal string")
     return value
 
 
 def _tid(e: dict[str, Any]) -> int:
     tid = e.get("tid")
     if not is_int(tid):
-        raise _BadEvent(f"{e.get('type')} tid {tid!r} is not an integer")
+        raise _BadEvent(f"{e.get('type')} tid {show(tid)} is not an integer")
     return tid
 

@@ -16,17 +16,19 @@ path reads an in-sequence update frame's bytes straight into the book and the re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import orjson
 
 from collector.core import format
-from collector.core.book import HAVE_NATIVE, Book, fastbook
-from collector.core.format import Reason
+from collector.core.book import BULK_LEVELS, HAVE_NATIVE, Book, fastbook, set_levels
+from collector.core.format import Level, Reason
 from collector.core.stream import Counts, OnUnknown, StreamBroken, StreamState, advance
 from collector.gemini.v1 import (
     Auction,
     Change,
+    Event,
     Heartbeat,
     Trade,
     UnknownEvent,
@@ -130,8 +132,13 @@ class V1Stream:
         return out  # type: ignore[no-any-return]  # bytes, from C
 
     def _snapshot(self, frame: Update, recv_ns: int) -> bytes:
+        """The book from the frame at 0, loaded in one go (`BookSide.load`: a snapshot of
+        any depth in O(n log n)); its other events in order, as in any update."""
         book = Book(self.native)
-        out = self._events(frame, book, recv_ns)[0]
+        bids, asks, rest = _split(frame.events)
+        book.bids.load(bids)
+        book.asks.load(asks)
+        out = self._events(frame, rest, book, recv_ns)[0]
         self._check_crossed(book)
         self.book = book
         self.state = advance(self.state, StreamState.LIVE)
@@ -144,7 +151,14 @@ class V1Stream:
         latency = self.counts.latency
         if latency is not None and frame.timestamp_ms is not None:
             latency.observe(recv_ns // 1_000_000 - frame.timestamp_ms)
-        out, had_change, top_changed = self._events(frame, book, recv_ns)
+        if len(frame.events) <= BULK_LEVELS:
+            out, had_change, top_changed = self._events(frame, frame.events, book, recv_ns)
+        else:  # many changes: each side merged with one sort (book.set_levels)
+            bids, asks, rest = _split(frame.events)
+            out = self._events(frame, rest, book, recv_ns)[0]
+            had_change = bool(bids or asks)
+            top_changed = (set_levels(book.bids, bids, self.depth)
+                           | set_levels(book.asks, asks, self.depth))
         if had_change:
             self.counts.updates += 1
             if top_changed:  # else the best levels are as they were: not crossed
@@ -153,11 +167,12 @@ class V1Stream:
                 out.append(self._render(frame.seq, frame.event_id, frame.timestamp_ms, recv_ns))
         return b"".join(out)
 
-    def _events(self, frame: Update, book: Book, recv_ns: int) -> tuple[list[bytes], bool, bool]:
+    def _events(self, frame: Update, events: Iterable[Event], book: Book,
+                recv_ns: int) -> tuple[list[bytes], bool, bool]:
         out: list[bytes] = []
         had_change = top_changed = False
         depth = self.depth
-        for ev in frame.events:
+        for ev in events:
             if type(ev) is Change:
                 had_change = True
                 side = book.bids if ev.side == "bid" else book.asks
@@ -192,3 +207,16 @@ class V1Stream:
         assert book is not None
         return format.book(self.symbol, seq, event_id, exchange_ms, recv_ns,
                            book.bids.top_json(self.depth), book.asks.top_json(self.depth))
+
+
+def _split(events: Iterable[Event]) -> tuple[list[Level], list[Level], list[Event]]:
+    """A frame's changes by side, as (price, remaining), and its other events, in order."""
+    bids: list[Level] = []
+    asks: list[Level] = []
+    rest: list[Event] = []
+    for ev in events:
+        if type(ev) is Change:
+            (bids if ev.side == "bid" else asks).append((ev.price, ev.remaining))
+        else:
+            rest.append(ev)
+    return bids, asks, rest

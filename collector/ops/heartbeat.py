@@ -23,18 +23,37 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def write_heartbeat(path: Path, problems: list[Problem], wall: float) -> None:
-    """Atomically replace the heartbeat file (called off the loop)."""
+    """Atomically replace the heartbeat file (called off the loop). The temp file is
+    created anew (O_EXCL: whatever was left under its name, a symlink too, is removed,
+    never written through) and renamed over the file (a rename replaces a symlink, it
+    does not follow it)."""
     body = orjson.dumps({"time": wall, "pid": os.getpid(), "healthy": not problems,
                          "problems": [p.as_dict() for p in problems]})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(body + b"\n")
-    os.replace(tmp, path)
+    tmp = path.name + ".tmp"
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(body + b"\n")
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_heartbeat(path: Path, wall: float, stale_s: float = HEARTBEAT_STALE_S) -> tuple[bool, str]:
     try:
-        data = orjson.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:  # never a symlink's target: not ours to show
+            data = orjson.loads(f.read(1 << 20))
         age = wall - float(data["time"])
         problems = list(data["problems"])
     except FileNotFoundError:

@@ -1,4 +1,8 @@
-"""structlog set-up: JSON lines on stderr, console rendering on a terminal."""
+"""structlog set-up: JSON lines on stderr, console rendering on a terminal.
+
+Libraries that log through the stdlib (picows, and asyncio's own reports) are routed
+through structlog too, warnings and up: without a handler, logging's last resort would
+print them on stderr as bare text among the JSON lines."""
 
 from __future__ import annotations
 
@@ -8,6 +12,31 @@ from typing import BinaryIO, TextIO, cast
 
 import orjson
 import structlog
+
+LIBRARIES = ("picows", "asyncio")
+
+
+class _ToStructlog(logging.Handler):
+    """A stdlib logging record as a structlog line (logger name, level, message, and the
+    traceback when there is one)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger().log(record.levelno, record.getMessage(), logger=record.name,
+                                       exc_info=record.exc_info or False)
+        except Exception:
+            self.handleError(record)
+
+
+def route_libraries(level: str) -> None:
+    """Send the LIBRARIES' stdlib loggers through structlog (idempotent: on every reload)."""
+    threshold = max(logging.WARNING, logging.getLevelName(level.upper()))
+    for name in LIBRARIES:
+        lib = logging.getLogger(name)
+        lib.handlers = [h for h in lib.handlers if not isinstance(h, _ToStructlog)]
+        lib.addHandler(_ToStructlog())
+        lib.setLevel(threshold)
+        lib.propagate = False
 
 
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
@@ -32,3 +61,4 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
         logger_factory=factory,  # type: ignore[arg-type]  # structlog types one factory per branch
         cache_logger_on_first_use=False,
     )
+    route_libraries(level)

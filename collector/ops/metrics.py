@@ -33,6 +33,8 @@ plus prometheus_client's process_* series (CPU, memory, open files).
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,8 +52,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("metrics")
 
+# Each connection: its request head (at most MAX_REQUEST bytes) within REQUEST_TIMEOUT_S,
+# then its response taken within REQUEST_TIMEOUT_S, else it is dropped. At most
+# MAX_CONNECTIONS are open at once: a crowd of idle or slow clients never takes the
+# descriptors the feeds and the writer need.
 REQUEST_TIMEOUT_S = 5.0
 MAX_REQUEST = 8192
+MAX_CONNECTIONS = 64
+_LINGER_0 = struct.pack("ii", 1, 0)
 
 
 # ---- what is read at scrape time (the App and its Monitor, typed without importing them) ----
@@ -254,12 +262,23 @@ def build_registry(app: AppView, monitor: MonitorView) -> CollectorRegistry:
 class MetricsServer:
     """GET /metrics (Prometheus text format) and /healthz (200 or 503, JSON) over HTTP/1.1,
     one request per connection. Runs on the event loop: a blocked loop does not answer,
-    which a health probe reports as unhealthy, as it should."""
+    which a health probe reports as unhealthy, as it should.
 
-    def __init__(self, app: AppView, monitor: MonitorView) -> None:
+    At most `max_connections` are open: a new one beyond them makes the oldest one still
+    waiting for its request go (a scraper sends its request at once, so it is not the
+    oldest for long), or goes itself when every open one is past its request. A request
+    not read within `timeout_s`, or a response not taken within it, drops the connection
+    at once (abort: a close would wait for a client that does not read)."""
+
+    def __init__(self, app: AppView, monitor: MonitorView, *,
+                 max_connections: int = MAX_CONNECTIONS, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.monitor = monitor
         self.registry = build_registry(app, monitor)
+        self.max_connections = max_connections
+        self.timeout_s = timeout_s
         self._server: asyncio.Server | None = None
+        # open connections, oldest first: True once its request was read
+        self._open: dict[asyncio.StreamWriter, bool] = {}
         self.requests = 0
 
     @property
@@ -274,8 +293,10 @@ class MetricsServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            # don't wait for the clients of the connections still open: they time out
             self._server = None
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
 
     def healthz(self) -> tuple[int, bytes]:
         problems = self.monitor.problems()
@@ -283,14 +304,46 @@ class MetricsServer:
                              "problems": [p.as_dict() for p in problems]})
         return (503 if problems else 200), body + b"\n"
 
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        if len(self._open) >= self.max_connections:
+            idle = next((w for w, busy in self._open.items() if not busy), None)
+            if idle is None:
+                self._drop(writer)
+                return False
+            self._drop(idle)
+        self._open[writer] = False
+        return True
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        self._open.pop(writer, None)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and not writer.transport.is_closing():
+            try:  # a reset: the kernel drops what the client did not take, too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+            except (OSError, ValueError):  # ValueError: uvloop's socket of a closed transport
+                pass
+        writer.transport.abort()  # the descriptor is closed now, whatever the client does
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-            status, ctype, body, head_only = self._respond(head)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
+        if not self._admit(writer):
             return
+        try:
+            await self._serve(reader, writer)
+        finally:
+            if self._open.pop(writer, None) is not None and not writer.transport.is_closing():
+                writer.transport.abort()  # an exception on the way (closed ones are done)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            self._drop(writer)
+            return
+        if writer not in self._open:  # evicted meanwhile
+            return
+        self._open[writer] = True
+        status, ctype, body, head_only = self._respond(head)
         self.requests += 1
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                   503: "Service Unavailable"}[status]
@@ -300,12 +353,11 @@ class MetricsServer:
         if not head_only:
             writer.write(body)
         try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                await writer.drain()
+            async with asyncio.timeout(self.timeout_s):  # the whole response taken, then closed
+                writer.close()
+                await writer.wait_closed()
         except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+            self._drop(writer)
 
     def _respond(self, head: bytes) -> tuple[int, str, bytes, bool]:
         text = "text/plain; charset=utf-8"

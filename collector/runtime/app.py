@@ -12,7 +12,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +22,11 @@ from collector import config
 from collector.config import Config
 from collector.core import book
 from collector.core.backoff import TokenBucket
-from collector.core.format import Reason
+from collector.core.format import CURRENT, RAW_DIR, Reason, SegmentName
 from collector.ops import logs
+from collector.ops.heartbeat import HEALTH_FILE
 from collector.ops.monitor import Monitor
+from collector.runtime import tree
 from collector.runtime.feed import Feed
 from collector.runtime.writer import Writer
 
@@ -34,6 +36,8 @@ FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
 CURRENT_API_CONNECTS_PER_MINUTE = 50
 EX_LOCKED = 75  # EX_TEMPFAIL: another collector holds the output directory
 LOCK_NAME = ".collector.lock"
+HEALTH_FILES = (HEALTH_FILE, HEALTH_FILE + ".tmp")
+MAX_REFUSED_SHOWN = 20  # start-up refusals logged, one line each
 
 
 class DirectoryLocked(Exception):
@@ -41,9 +45,10 @@ class DirectoryLocked(Exception):
 
 
 def lock_directory(path: Path) -> int:
-    """One directory, one collector: hold an flock on a file in it for our lifetime."""
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """One directory, one collector: hold an flock on a file in it for our lifetime.
+    A symlink (or a non-file) in the lock's place is refused (`UnsafePath`), not followed."""
+    with tree.folder_fd(path, create=True) as dir_fd:
+        fd = tree.open_file(dir_fd, LOCK_NAME, path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -53,6 +58,27 @@ def lock_directory(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def unsafe_paths(directory: Path, symbols: Iterable[str]) -> list[tree.UnsafePath]:
+    """The start-up check of the output tree: a symlink (or the wrong kind of file) where
+    the collector keeps a file or a folder: the lock, the heartbeat file and its temp
+    file, the symbols' folders and their raw/, and in every stream folder current.jsonl,
+    segments and .tmp files. Each would be followed or refused later: refused now."""
+    with tree.folder_fd(directory) as fd:
+        found = [tree.refusal(fd, n, directory / n, "file") for n in (LOCK_NAME, *HEALTH_FILES)]
+        found += [tree.refusal(fd, s, directory / s, "folder") for s in symbols]
+    for key in tree.stream_folders(directory):
+        try:
+            with tree.folder_fd(directory, key.split("/")) as fd:
+                for name in os.listdir(fd):
+                    if name == RAW_DIR and "/" not in key:
+                        found.append(tree.refusal(fd, name, directory / key / name, "folder"))
+                    elif name == CURRENT or name.endswith(".tmp") or SegmentName.parse(name):
+                        found.append(tree.refusal(fd, name, directory / key / name, "file"))
+        except FileNotFoundError:
+            continue
+    return [exc for exc in found if exc is not None]
 
 
 def use_native_book(environ: Mapping[str, str] = os.environ) -> bool:
@@ -91,10 +117,23 @@ class App:
         except DirectoryLocked as exc:
             log.error("output directory in use", error=str(exc))
             return EX_LOCKED
+        except tree.UnsafePath as exc:
+            return self._refuse([exc])
         try:
+            refused = unsafe_paths(self.cfg.output.dir, self.cfg.feed.symbols)
+            if refused:
+                return self._refuse(refused)
             return await self._run()
         finally:
             os.close(lock)
+
+    def _refuse(self, refused: list[tree.UnsafePath]) -> int:
+        """Exit 78 (EX_CONFIG) naming each path of the output tree that cannot be used."""
+        for exc in refused[:MAX_REFUSED_SHOWN]:
+            log.error("output.dir refused", error=str(exc), config=str(self.cfg.path))
+        if len(refused) > MAX_REFUSED_SHOWN:
+            log.error("output.dir refused: more paths not shown", count=len(refused))
+        return config.EX_CONFIG
 
     async def _run(self) -> int:
         try:

@@ -9,6 +9,9 @@ A break is marked in the file by one `resync` record: the first failure after
 the stream was last live (or after start) writes it; further failed attempts
 before the next live stream are logged, not written. `start` (or `error`
 after a crash) is written when the feed (re)starts.
+
+A peer's answers are bounded: Retry-After (`wire.retry_after_s`, at most
+feed.retry_after_max_s), unknown kinds (`stream.count_unknown`, `Feed._unknown`).
 """
 
 from __future__ import annotations
@@ -32,15 +35,21 @@ from collector.core.backoff import Backoff, TokenBucket, acquire_wait
 from collector.core.book import HAVE_NATIVE
 from collector.core.format import Reason
 from collector.core.histogram import Histogram
-from collector.core.stream import Counts, StreamBroken, SymbolStream
+from collector.core.stream import OTHER, Counts, StreamBroken, SymbolStream, count_unknown
 from collector.gemini.current_stream import CurrentStream
 from collector.gemini.v1_stream import V1Stream
+from collector.gemini.wire import retry_after_s
 from collector.runtime import transport
-from collector.runtime.transport import Connection
+from collector.runtime.transport import Connection, close_detail
 from collector.runtime.writer import Writer, raw_key
 
 STREAMS: dict[str, type[V1Stream] | type[CurrentStream]] = {"v1": V1Stream, "current": CurrentStream}
-_unknown_logged: set[str] = set()  # unknown event types are logged once per process
+# Unknown kinds: the first LOG_UNKNOWN_KINDS names are logged once per process, the rest
+# in a summary per feed at most every UNKNOWN_SUMMARY_S (so a peer inventing kinds costs
+# no log line per kind).
+LOG_UNKNOWN_KINDS = 8
+UNKNOWN_SUMMARY_S = 60.0
+_unknown_logged: set[str] = set()
 # Breaks repaired on the same socket (where the stream can: UNSUBSCRIBE, ack, SUBSCRIBE,
 # snapshot), this many times in a row before the socket is replaced.
 RESUBSCRIBE_REASONS = (Reason.GAP, Reason.CROSSED)
@@ -128,6 +137,8 @@ class Feed:
         self._ws: Connection | None = None
         self._failures = 0  # failed attempts since the stream was last live
         self._stream: SymbolStream | None = None
+        self._unknown_unlogged = 0  # unknown kinds not logged by name since the last summary
+        self._unknown_summary_at = float("-inf")
 
     @property
     def stopping(self) -> bool:
@@ -253,7 +264,7 @@ class Feed:
         except ConnectionClosed as exc:  # while sending a request
             if self._stopping.is_set():
                 return 0.0
-            await self._break(Reason.CLOSED, detail=_close_detail(exc))
+            await self._break(Reason.CLOSED, detail=close_detail(exc))
             return self.backoff.next_delay()
         finally:
             watch.cancel()
@@ -329,7 +340,11 @@ class Feed:
 
     async def _refused(self, exc: InvalidStatus) -> float:
         status = exc.response.status_code
-        retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+        asked = exc.response.headers.get_all("Retry-After")
+        retry_after = retry_after_s(asked, self.cfg.retry_after_max_s)
+        if asked and retry_after is None:
+            self.log.warning("Retry-After ignored: not a sane number of seconds",
+                             value=[v[:40] for v in asked[:3]])
         if status == 404:
             self.log.error("exchange does not know this symbol (HTTP 404); retrying slowly",
                            retry_in_s=self.cfg.refused_retry_s)
@@ -353,10 +368,21 @@ class Feed:
             await self.writer.put(self.raw_key, data)
 
     def _unknown(self, kind: str) -> None:
-        self.stats.unknown[kind] += 1
-        if kind not in _unknown_logged:
+        counts = self.stats.unknown
+        kind = count_unknown(counts, kind)
+        if kind in _unknown_logged:
+            return
+        if len(_unknown_logged) < LOG_UNKNOWN_KINDS and kind != OTHER:
             _unknown_logged.add(kind)
             self.log.warning("unknown event type skipped", kind=kind)
+            return
+        self._unknown_unlogged += 1
+        now = self.clock()
+        if now - self._unknown_summary_at >= UNKNOWN_SUMMARY_S:
+            self._unknown_summary_at = now
+            self.log.warning("unknown event types skipped (summary)", kind=kind,
+                             skipped=self._unknown_unlogged, kinds=len(counts))
+            self._unknown_unlogged = 0
 
     def _levels(self) -> dict[str, int]:
         book = self._stream.book if self._stream else None
@@ -379,17 +405,4 @@ def _closed(exc: ConnectionClosed, stream: SymbolStream, ping_timeout_s: float) 
             and exc.sent.code == 1011):
         return StreamBroken(Reason.STALE, detail=f"no pong within {ping_timeout_s} s "
                                                  "(dead connection)")
-    return StreamBroken(Reason.CLOSED, detail=_close_detail(exc))
-
-
-def _close_detail(exc: ConnectionClosed) -> str:
-    if exc.rcvd is None:
-        return "connection lost without a close frame"
-    return f"closed by peer: code {exc.rcvd.code} {exc.rcvd.reason!r}".rstrip()
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date; the backoff applies instead
+    return StreamBroken(Reason.CLOSED, detail=close_detail(exc))

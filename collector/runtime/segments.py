@@ -1,4 +1,4 @@
-"""Segment files: names, UTC-aligned periods, leftovers of a crash, compression, retention.
+"""Segment files: names, UTC-aligned periods, compression, retention.
 
 A symbol's directory holds the active `current.jsonl` and closed segments named
 `<SYMBOL>.<UTC start YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]` (`format.SegmentName`),
@@ -13,24 +13,33 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
-from collector.core.format import COMPRESSED, SegmentName, header_start_s, parse_header
+from collector.core.format import (
+    COMPRESSED,
+    SegmentName,
+    parse_header,
+)
+from collector.runtime.tree import folder_fd, open_file
 
 log = structlog.get_logger("segments")
+
+FIRST_LINE_MAX = 1 << 20  # a header is read this far, at most
 
 
 def period_start(now: float, period_s: int) -> int:
     """Start (epoch seconds) of the UTC-aligned period holding `now`."""
     return int(now // period_s) * period_s
 
+
+# ---- names --------------------------------------------------------------------------------
 
 @dataclass(frozen=True, order=True)
 class Closed:
@@ -74,20 +83,21 @@ def closed_segments(folder: Path) -> list[Closed]:
     return sorted(found.values())
 
 
-def closed_name(folder: Path, symbol: str, start: int) -> Path:
-    """Name for the next segment closed in the period starting at `start`."""
-    taken = {s.n for s in closed_segments(folder) if s.start == start}
+def free_name(names: Iterable[str], symbol: str, start: int) -> str:
+    """Name for the next segment closed in the period starting at `start`, given the
+    folder's `names` (whatever holds a segment's name, a symlink too, counts as taken)."""
+    taken = {seg.n for seg in map(SegmentName.parse, names) if seg is not None and seg.start_s == start}
     n = 1
     while n in taken:
         n += 1
-    return folder / SegmentName(start, n, symbol).plain
+    return SegmentName(start, n, symbol).plain
 
 
 def first_line(path: Path) -> bytes:
     """The first line of `path` (at most 1 MiB of it); b"" when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            return f.readline(1 << 20)
+            return f.readline(FIRST_LINE_MAX)
     except OSError:
         return b""
 
@@ -98,60 +108,87 @@ def peek_header(path: Path) -> dict[str, Any] | None:
     return parse_header(first_line(path))
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
+# ---- compression and retention --------------------------------------------------------------
 
 def compress(path: Path, method: str) -> Path:
     """Compress a closed plain segment; returns the final path. Runs off the loop."""
-    if method == "none":
-        return path
-    final = path.with_name(path.name + COMPRESSED[method])
-    tmp = final.with_name(final.name + ".tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
-        if method == "zstd":
-            import zstandard
+    with folder_fd(path.parent) as fd:
+        return path.with_name(compress_at(fd, path.parent, path.name, method))
 
-            # level 3 (zstd's default) with 1 thread: fast, and leaves the other core alone
-            zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
-        else:
-            with gzip.GzipFile(fileobj=dst, mode="wb", compresslevel=6, mtime=0) as gz:
-                shutil.copyfileobj(src, gz, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.rename(tmp, final)
-    fsync_dir(path.parent)
-    os.unlink(path)
+
+def compress_at(dir_fd: int, folder: Path, name: str, method: str) -> str:
+    """Compress the closed plain segment `name` in `folder` (open at `dir_fd`); returns
+    the final name."""
+    if method == "none":
+        return name
+    final = name + COMPRESSED[method]
+    tmp = final + ".tmp"
+    src = open_file(dir_fd, name, folder / name, os.O_RDONLY)
+    try:
+        _unlink(dir_fd, tmp)  # a stale one; O_EXCL below never opens what is there
+        dst = open_file(dir_fd, tmp, folder / tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            with open(src, "rb", closefd=False) as fsrc, open(dst, "wb", closefd=False) as fdst:
+                if method == "zstd":
+                    import zstandard
+
+                    # level 3 (zstd's default) with 1 thread: fast, and leaves the other core alone
+                    zstandard.ZstdCompressor(level=3).copy_stream(fsrc, fdst)
+                else:
+                    with gzip.GzipFile(fileobj=fdst, mode="wb", compresslevel=6, mtime=0) as gz:
+                        shutil.copyfileobj(fsrc, gz, 1 << 20)
+            os.fsync(dst)
+        except BaseException:
+            _unlink(dir_fd, tmp)  # a full disk leaves no half .tmp behind
+            raise
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    os.rename(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
+    os.unlink(name, dir_fd=dir_fd)
     return final
 
 
-def pending_compression(folder: Path) -> Iterator[Path]:
-    """Plain closed segments still to compress; removes stale `.tmp` files and plain
-    files whose compressed twin is complete (a crash between rename and unlink)."""
+def _unlink(dir_fd: int, name: str) -> None:
     try:
-        names = {e.name for e in os.scandir(folder)}
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return
+        pass
+
+
+def pending_compression(dir_fd: int) -> list[str]:
+    """Plain closed segments (regular files) still to compress in folder `dir_fd`; removes
+    stale `.tmp` files and plain files whose compressed twin is complete (a crash between
+    rename and unlink). Symlinks are left alone, and none counts as a twin."""
+    names = set(os.listdir(dir_fd))
+    out = []
     for name in sorted(names):
         if name.endswith(".tmp"):
-            os.unlink(folder / name)
+            _unlink(dir_fd, name)
             continue
         seg = SegmentName.parse(name)
-        if seg is None or seg.comp:
+        if seg is None or seg.comp or not _is_file(dir_fd, name):
             continue
-        if any(name + suffix in names for suffix in COMPRESSED.values() if suffix):
-            os.unlink(folder / name)
+        if any(_is_file(dir_fd, name + suffix) for suffix in COMPRESSED.values() if suffix):
+            _unlink(dir_fd, name)
             continue
-        yield folder / name
+        out.append(name)
+    return out
+
+
+def _is_file(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def expired(root: Path, retain_s: int | None, retain_bytes: int | None,
             now: float | None = None) -> list[Path]:
-    """Closed segments under `root` beyond the age or the total-size bound, oldest first."""
+    """Closed segments under `root` beyond the age or the total-size bound, oldest first.
+    Symlinks are neither counted nor listed, nor followed into."""
     if retain_s is None and not retain_bytes:
         return []
     now = time.time() if now is None else now
@@ -159,9 +196,11 @@ def expired(root: Path, retain_s: int | None, retain_bytes: int | None,
     for dirpath, _, _ in os.walk(root):
         for seg in closed_segments(Path(dirpath)):
             try:
-                segs.append((seg.start, seg.n, seg.path.stat(), seg.path))
+                st = seg.path.lstat()
             except FileNotFoundError:
                 continue
+            if stat.S_ISREG(st.st_mode):
+                segs.append((seg.start, seg.n, st, seg.path))
     segs.sort(key=lambda s: (s[0], s[1]))
     doomed: list[Path] = []
     total = sum(st.st_size for _, _, st, _ in segs)
@@ -175,39 +214,3 @@ def expired(root: Path, retain_s: int | None, retain_bytes: int | None,
     return doomed
 
 
-def cut_partial_line(fd: int, path: Path) -> int:
-    """Truncate a torn last line (left by a crash); return the file's size."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return 0
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        chunk = os.pread(fd, end - start, start)
-        if end == size and chunk.endswith(b"\n"):
-            return size
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            end = start + nl + 1
-            break
-        end = start
-    os.ftruncate(fd, end)
-    log.warning("cut a partial last line left by a crash", path=str(path), removed_bytes=size - end)
-    return end
-
-
-def leftover_start(path: Path, period_s: int) -> int:
-    """Period of a leftover current.jsonl: its header's, else its first record's (a file
-    from before segments had headers), else its mtime's."""
-    head = peek_header(path)
-    start = None if head is None else header_start_s(head)
-    if start is not None:
-        return start
-    if head is None:
-        try:
-            recv_ns = orjson.loads(first_line(path)).get("recv_ns")
-        except (orjson.JSONDecodeError, AttributeError):
-            recv_ns = None
-        if isinstance(recv_ns, int):
-            return period_start(recv_ns / 1e9, period_s)
-    return period_start(path.stat().st_mtime, period_s)

@@ -20,7 +20,13 @@ exception types, so the feed handles both alike:
   `sent.code == 1011`, exactly like websockets' keepalive timeout;
 * `InvalidStatus(response)` for a refused handshake (status code, headers, body);
   `InvalidMessage` for another bad handshake; `OSError` or `TimeoutError` when the
-  connection or the handshake does not happen in time.
+  connection or the handshake does not happen in time; a failed TLS handshake is
+  `ssl.SSLError` with its reason in its message (picows raises it with none);
+* a frame over MAX_SIZE is refused with 1009 (`close_detail` says so, with the size).
+
+picows' own log lines (stdlib logging, the "picows" logger) go through structlog
+(collector/ops/logs.py), and the failure picows keeps for `wait_disconnected()` is
+retrieved, so nothing but structured lines reaches stderr.
 
 picows stays optional: config.py checks that it is installed (without importing it) when
 the config is loaded; this module imports it only when a picows connection is opened.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -52,7 +59,7 @@ from collector.config import PICOWS_INSTALL_HINT, ConfigError, FeedConfig
 if TYPE_CHECKING:
     from picows import WSFrame, WSTransport
 
-__all__ = ["Connection", "PicowsConnection", "connect"]
+__all__ = ["Connection", "PicowsConnection", "close_detail", "connect"]
 
 MAX_SIZE = 64 * 2**20  # largest message accepted (a full-depth snapshot is far smaller)
 MAX_QUEUE = 64  # received messages held before reading pauses (websockets' max_queue)
@@ -123,12 +130,41 @@ async def _picows_connect(url: str, cfg: FeedConfig) -> PicowsConnection:
             )
     except picows.WSInvalidStatusError as exc:
         raise InvalidStatus(_response(exc)) from exc
+    except ssl.SSLError as exc:
+        if exc.args:
+            raise
+        raise _with_reason(exc) from None
     except picows.WSHandshakeError as exc:
         raise InvalidMessage(f"bad opening handshake: {exc}") from exc
     if conn._ws is None:  # the peer closed before answering the upgrade
         ws.disconnect(graceful=False)
         raise InvalidMessage("connection closed during the opening handshake")
     return conn
+
+
+def _with_reason(exc: ssl.SSLError) -> ssl.SSLError:
+    """picows' TLS failure (raised with no args, so its repr says nothing) as the ssl
+    module raises it: (1, message), the verification reason in the message."""
+    message = str(exc) or f"{getattr(exc, 'reason', None)}: {getattr(exc, 'verify_message', None)}"
+    new = type(exc)(1, message)
+    for name in ("reason", "library", "verify_code", "verify_message"):
+        if hasattr(exc, name):
+            setattr(new, name, getattr(exc, name))
+    return new
+
+
+def close_detail(exc: ConnectionClosed) -> str:
+    """Who closed, and why. A close frame we sent first is the collector's own doing:
+    1009 a frame refused for its size (both transports give the size and the limit in
+    the reason), another code a frame that broke the protocol."""
+    sent, rcvd = exc.sent, exc.rcvd
+    if sent is not None and (rcvd is None or exc.rcvd_then_sent is False):
+        if sent.code == CloseCode.MESSAGE_TOO_BIG:
+            return f"frame refused by the collector (limit {MAX_SIZE} bytes): {sent.reason}"
+        return f"closed by the collector: code {sent.code} {sent.reason!r}"
+    if rcvd is None:
+        return "connection lost without a close frame"
+    return f"closed by peer: code {rcvd.code} {rcvd.reason!r}".rstrip()
 
 
 def _response(exc: Any) -> Response:
@@ -168,6 +204,7 @@ class PicowsConnection:
         self._writable: asyncio.Future[None] | None = None  # set while picows' write buffer is full
         self._disconnected = asyncio.Event()
         self._closing = False  # close() was called: a close frame we sent is ours
+        self._watch: asyncio.Task[None] | None = None  # retrieves picows' own failure
 
     # ---- the feed's API ----------------------------------------------------------------
 
@@ -229,6 +266,17 @@ class PicowsConnection:
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
+        self._watch = self._loop.create_task(self._wait_disconnected(transport))
+
+    @staticmethod
+    async def _wait_disconnected(transport: WSTransport) -> None:
+        """picows keeps a failure of its own (a frame over the limit) for
+        wait_disconnected(); unretrieved, asyncio prints it with a traceback on stderr.
+        The close frame it sent already says what it was (_closed_error)."""
+        try:
+            await transport.wait_disconnected()
+        except Exception:
+            pass
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -264,7 +312,8 @@ class PicowsConnection:
                                  if kind is _CONTINUATION else "expected a continuation frame")
         self._parts_size += frame.payload_size
         if self._parts_size > MAX_SIZE:  # picows checks frames; this is the message
-            raise _ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {MAX_SIZE} bytes")
+            raise _ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message of {self._parts_size} bytes "
+                                 f"so far exceeds limit of {MAX_SIZE} bytes")
         self._parts.append(frame.get_payload_as_bytes())
         if not frame.fin:
             return None

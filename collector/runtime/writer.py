@@ -36,7 +36,7 @@ from collector.config import OutputConfig
 from collector.core import format
 from collector.core.format import Reason
 from collector.core.histogram import WRITE_BOUNDS_S, Histogram
-from collector.runtime import segments
+from collector.runtime import leftovers, segments, tree
 from collector.runtime.linequeue import LineQueue
 
 log = structlog.get_logger("writer")
@@ -60,14 +60,22 @@ def raw_key(symbol: str) -> str:
 
 
 class SegmentFile:
-    """The active `current.jsonl` of one stream, appended with whole lines only."""
+    """The active `current.jsonl` of one stream, appended with whole lines only. It owns
+    `dir_fd`, its folder's descriptor (opened from `folder` when not given)."""
 
-    def __init__(self, folder: Path, start: int) -> None:
+    def __init__(self, folder: Path, start: int, dir_fd: int | None = None) -> None:
         self.folder = folder
         self.path = folder / format.CURRENT
         self.start = start  # the UTC-aligned period it belongs to
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self.size = segments.cut_partial_line(self.fd, self.path)
+        self.dir_fd = tree.open_folder(folder) if dir_fd is None else dir_fd
+        self.fd = -1
+        try:
+            self.fd = tree.open_file(self.dir_fd, format.CURRENT, self.path,
+                                         os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            self.size = leftovers.cut_partial_line(self.fd, self.path)
+        except BaseException:
+            self.close()
+            raise
         self.header_size = 0  # a segment holding only its header is not rotated by size
         self.dirty = False
 
@@ -90,7 +98,11 @@ class SegmentFile:
         os.fsync(self.fd)
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Close the file and its folder (again: nothing)."""
+        for fd in (self.fd, self.dir_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.dir_fd = -1
 
 
 class Writer:
@@ -203,37 +215,26 @@ class Writer:
     def _start_up(self) -> None:
         """Close every leftover current.jsonl as a segment; compress what is pending."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for folder in self._folders():
-            if (folder / format.CURRENT).exists():
-                self._close_leftover(folder)
-            for path in segments.pending_compression(folder):
-                self._background.submit(self._compress, path)
+        for key in tree.stream_folders(self.directory):
+            try:
+                with tree.folder_fd(self.directory, key.split("/")) as dir_fd:
+                    self._settle(dir_fd, key)
+                    pending = segments.pending_compression(dir_fd)
+            except OSError as exc:  # that stream's writes fail (and are marked) instead
+                log.error("cannot tidy a folder at start-up", path=str(self.directory / key),
+                          error=str(exc))
+                continue
+            for name in pending:
+                self._background.submit(self._compress, key, name)
         self._background.submit(self._retain)
 
-    def _folders(self) -> list[Path]:
-        found = []
-        for sym in sorted(p for p in self.directory.iterdir() if p.is_dir()):
-            found.append(sym)
-            if (sym / "raw").is_dir():
-                found.append(sym / "raw")
-        return found
-
-    def _close_leftover(self, folder: Path) -> None:
-        path = folder / format.CURRENT
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = segments.cut_partial_line(fd, path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if size == 0:
-            os.unlink(path)
-            return
-        symbol = folder.name if folder.name != "raw" else folder.parent.name
-        target = segments.closed_name(folder, symbol, segments.leftover_start(path, self.period_s))
-        os.rename(path, target)
-        segments.fsync_dir(folder)
-        log.info("closed the previous run's segment", path=str(target))
+    def _settle(self, dir_fd: int, key: str, keep: int | None = None) -> str | None:
+        """`leftovers.settle` a stream's folder; the name of the segment it closed."""
+        folder = self.directory / key
+        target = leftovers.settle(dir_fd, folder, key.split("/")[0], "/" in key, self.period_s, keep)
+        if target is not None:
+            self._fsync_dir(folder, dir_fd)
+        return target
 
     def _write_batch(self, batch: dict[str, list[bytes]]) -> None:
         now = time.time()
@@ -288,32 +289,49 @@ class Writer:
 
     def _open(self, key: str, start: int) -> SegmentFile:
         folder = self.directory / key
-        folder.mkdir(parents=True, exist_ok=True)
-        f = SegmentFile(folder, start)
-        if f.size == 0:  # a new segment (a reopened one already has its header)
-            head = format.header(key.split("/")[0], "raw" if "/" in key else "records",
-                                  start, __version__, self.config_dump)
-            try:
-                f.write(head + (self.last_book.get(key) or b""))
-            except OSError:
-                f.close()
-                os.unlink(f.path)
-                raise
-            f.header_size = f.size
-            segments.fsync_dir(folder)
+        dir_fd = tree.open_folder(self.directory, key.split("/"), create=True)
+        try:
+            closed = self._settle(dir_fd, key, keep=start)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        if closed:
+            self._background.submit(self._compress, key, closed)
+        f = SegmentFile(folder, start, dir_fd)
+        try:
+            if f.size == 0:  # a new segment (a reopened one of this period has its header)
+                head = format.header(key.split("/")[0], "raw" if "/" in key else "records",
+                                      start, __version__, self.config_dump)
+                try:
+                    f.write(head + (self.last_book.get(key) or b""))
+                except OSError:
+                    os.unlink(format.CURRENT, dir_fd=f.dir_fd)
+                    raise
+                f.header_size = f.size
+                self._fsync_dir(folder, f.dir_fd)
+        except BaseException:
+            f.close()
+            raise
         self.files[key] = f
         return f
 
     def _rotate(self, key: str) -> None:
+        """Close the stream's segment under its period's name. If the rename fails, the
+        file stays `current.jsonl` and the stream's next open closes it (`_settle`)."""
         f = self.files.pop(key)
-        self._fsync(key, f)
-        f.close()
-        symbol = key.split("/")[0]
-        target = segments.closed_name(f.folder, symbol, f.start)
-        os.rename(f.path, target)
-        self._fsync_dir(f.folder)
+        try:
+            self._fsync(key, f)
+            target = segments.free_name(os.listdir(f.dir_fd), key.split("/")[0], f.start)
+            os.rename(format.CURRENT, target, src_dir_fd=f.dir_fd, dst_dir_fd=f.dir_fd)
+            self._fsync_dir(f.folder, f.dir_fd)
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cannot close the segment", path=str(f.path), error=str(exc))
+            return
+        finally:
+            f.close()
         self.rotations += 1
-        self._background.submit(self._compress, target)
+        self._background.submit(self._compress, key, target)
 
     def _housekeeping(self, batch: dict[str, list[bytes]]) -> None:
         """Time rotation of idle files, interval fsync, the free-space check."""
@@ -351,9 +369,9 @@ class Writer:
             self.fsync_errors += 1
             log.error("fsync failed", stream=key, path=str(f.path), error=str(exc))
 
-    def _fsync_dir(self, folder: Path) -> None:
+    def _fsync_dir(self, folder: Path, dir_fd: int) -> None:
         try:
-            segments.fsync_dir(folder)
+            os.fsync(dir_fd)
         except OSError as exc:
             self.fsync_errors += 1
             log.error("fsync of directory failed", path=str(folder), error=str(exc))
@@ -361,27 +379,32 @@ class Writer:
     def _close_all(self) -> None:
         for key, f in self.files.items():
             self._fsync(key, f)
+            self._fsync_dir(f.folder, f.dir_fd)
             f.close()
-            self._fsync_dir(f.folder)
         self.files.clear()
 
     # ---- the background thread ----------------------------------------------------------
 
-    def _compress(self, path: Path) -> None:
+    def _compress(self, key: str, name: str) -> None:
+        folder = self.directory / key
         try:
-            final = segments.compress(path, self.out.compress)
+            with tree.folder_fd(self.directory, key.split("/")) as dir_fd:
+                final = segments.compress_at(dir_fd, folder, name, self.out.compress)
         except OSError as exc:
-            log.error("compression failed; the plain segment is kept", path=str(path), error=str(exc))
+            log.error("compression failed; the plain segment is kept", path=str(folder / name),
+                      error=str(exc))
             return
-        if final != path:
-            log.info("segment compressed", path=str(final))
+        if final != name:
+            log.info("segment compressed", path=str(folder / final))
         self._retain()
 
     def _retain(self) -> None:
         retain_bytes = int(self.out.retain_gb * 2**30) or None
         for path in segments.expired(self.directory, self.out.retain_s, retain_bytes):
-            try:
-                os.unlink(path)
+            parts = path.relative_to(self.directory).parts
+            try:  # by name in its folder, reached without following a symlink
+                with tree.folder_fd(self.directory, parts[:-1]) as dir_fd:
+                    os.unlink(parts[-1], dir_fd=dir_fd)
                 log.info("retention: deleted segment", path=str(path))
             except OSError as exc:
                 log.error("retention: cannot delete", path=str(path), error=str(exc))

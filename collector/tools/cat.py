@@ -50,12 +50,15 @@ def main_cat(argv: list[str]) -> int:
     try:
         lines = read_lines(args.dir, _split(args.symbol, upper=True), args.start, args.end,
                            _split(args.type))
+    except ReadError as exc:  # a directory that cannot be listed
+        print(f"collector cat: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as exc:
         print(f"collector cat: error: {exc}", file=sys.stderr)
         return 2
     out = sys.stdout.buffer
+    batch: list[bytes] = []
     try:
-        batch: list[bytes] = []
         for line in lines:
             batch.append(line)
             if len(batch) >= 512:
@@ -71,7 +74,11 @@ def main_cat(argv: list[str]) -> int:
         os.close(devnull)
         return 0
     except ReadError as exc:
-        out.flush()
+        try:
+            out.writelines(batch)  # the records before the unreadable one
+            out.flush()
+        except OSError:
+            pass
         print(f"collector cat: {exc} (run `collector verify` for every problem)", file=sys.stderr)
         return 1
     except OSError as exc:  # unreadable file, failed write to stdout

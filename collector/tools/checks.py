@@ -166,7 +166,8 @@ def check_records(lines: Any, symbol: str, report: Report,
                 continue
             is_book = kind == "book"
             if last_seq is not None:
-                if is_book and seq == 0:
+                if is_book and seq == 0 and not (last_seq == 0 and not last_was_book):
+                    # (after its own frame's trades, a snapshot's book is at seq 0 too)
                     report(lineno, f"seq 0 book (a new connection) without a resync before it "
                                    f"(previous seq {last_seq})")
                 elif seq < last_seq:
@@ -219,9 +220,9 @@ def check_raw(lines: Any, report: Report) -> tuple[int, int]:
 
 
 def _decode_problem(exc: BaseException, lineno: int, report: Report) -> None:
-    if isinstance(exc, ReadError):
-        report(lineno, f"cannot decompress: {exc.why}")
+    if isinstance(exc, ReadError):  # a damaged zstd file, or a line over the limit
+        report(lineno, exc.why)
     elif isinstance(exc, OSError) and not isinstance(exc, DECODE_ERRORS):
-        report(lineno, f"read error: {exc}")
+        report(lineno, f"read error: {exc.strerror or exc}")
     else:
         report(lineno, f"cannot decompress: {exc}")

@@ -9,6 +9,8 @@
 - A segment present both uncompressed and compressed is one `Segment`; its
   uncompressed file (which is complete) is preferred, and if that disappears before
   it is opened (the compression just finished) the compressed one is opened instead.
+- A directory that cannot be listed (or an entry whose kind cannot be told, such as
+  a symlink loop) raises `ReadError` naming it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from collector.core.format import COMPRESSED, CURRENT, RAW_DIR, SegmentName
-from collector.tools.decoding import open_binary
+from collector.tools.decoding import ReadError, open_binary
 
 # Uncompressed first: it is complete.
 _PREFERENCE = ("", *(suffix for suffix in COMPRESSED.values() if suffix))
@@ -58,6 +60,8 @@ def list_segments(folder: Path | str, symbol: str | None = None) -> list[Segment
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise ReadError(folder, None, f"cannot list: {exc.strerror or exc}") from None
     for entry in entries:
         if entry.name == CURRENT:
             has_current = True
@@ -77,8 +81,16 @@ def list_segments(folder: Path | str, symbol: str | None = None) -> list[Segment
 def list_symbols(directory: Path | str) -> list[str]:
     """Symbol directories under `directory` that hold at least one segment."""
     out = []
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if entry.is_dir() and list_segments(entry.path):
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise ReadError(directory, None, f"cannot list: {exc.strerror or exc}") from None
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:  # a symlink loop, say
+            raise ReadError(entry.path, None, f"cannot read: {exc.strerror or exc}") from None
+        if is_dir and list_segments(entry.path):
             out.append(entry.name)
     return out
 

@@ -9,7 +9,10 @@ them, compressed or not: `collector.tools.decoding`.
   `current.jsonl` written before segments existed) are read as they are.
 - A last line without its newline (being written right now, or torn by a crash)
   is not a record yet and is skipped. Anything else unreadable raises `ReadError`
-  naming the file and line; `collector verify` lists every such problem.
+  naming the file and line; `collector verify` lists every such problem. That
+  includes a line longer than `decoding.MAX_LINE` (16 MiB): memory stays bounded
+  whatever a file holds (a compression bomb, gigabytes without a newline), and a
+  file that is not a regular file (a FIFO, a device, a directory) is not read.
 
 Times (`start`, `end`, `--from`, `--to`): a `datetime` (naive means UTC), an ISO
 8601 string ("2026-11-24T06:00:00Z", "2026-11-24T06:00", "2026-11-24",
@@ -32,9 +35,8 @@ from typing import Any
 
 import orjson
 
-from collector.core.format import CURRENT, TYPES, header_start_s
-from collector.runtime.segments import peek_header
-from collector.tools.decoding import DECODE_ERRORS, ReadError
+from collector.core.format import CURRENT, TYPES, header_start_s, parse_header
+from collector.tools.decoding import DECODE_ERRORS, MAX_LINE, ReadError, bounded_lines, open_binary
 from collector.tools.listing import list_segments, list_symbols, open_segment
 
 __all__ = ["ReadError", "parse_time", "read", "read_lines", "to_dataframe"]
@@ -79,7 +81,11 @@ def _time_ns(value: Time | None) -> int | None:
 
 def _current_start_ns(path: Path) -> int | None:
     """The period start stated by the header of `path`, in epoch ns, if it has one."""
-    head = peek_header(path)
+    try:
+        with open_binary(path) as f:  # only a regular file: never waits on a FIFO
+            head = parse_header(f.readline(1 << 20))
+    except (OSError, ReadError):
+        return None  # reading it says what is wrong
     start = None if head is None else header_start_s(head)
     return None if start is None else start * 10**9
 
@@ -130,7 +136,7 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
             lineno = 0
             try:
                 with f:
-                    for line in f:
+                    for line in bounded_lines(f, path, MAX_LINE):
                         lineno += 1
                         if line[-1:] != b"\n":
                             break  # not a whole line yet (or torn): not a record
@@ -170,6 +176,8 @@ def _symbol_records(folder: Path, symbol: str, start: int | None, end: int | Non
                 raise
             except DECODE_ERRORS as exc:
                 raise ReadError(path, lineno + 1, f"cannot decompress: {exc}") from None
+            except OSError as exc:
+                raise ReadError(path, lineno + 1, f"read error: {exc.strerror or exc}") from None
             last_book = seg_last_book
 
 

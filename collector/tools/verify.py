@@ -1,11 +1,14 @@
 """`collector verify DIR`: check recorded files line by line, streaming.
 
 Every `*.jsonl`, `*.jsonl.zst` and `*.jsonl.gz` under `DIR/<SYMBOL>/` (and
-`DIR/<SYMBOL>/raw/`) is read once, never whole into memory; `*.tmp` files (a
-compression in progress) are skipped and counted. DIR may also be one symbol's
-directory. Problems print as `path:line: problem` (at most `MAX_SHOWN` per file,
-then a count), then one summary line. Exit status: 0 clean, 1 problems, 2 usage
-error (DIR missing, or no record file under it).
+`DIR/<SYMBOL>/raw/`) is read once, never whole into memory, each line at most
+`decoding.MAX_LINE` (`MAX_RAW_LINE` in `raw/`); `*.tmp` files (a compression in
+progress) are skipped and counted. Such a name that is not a regular file (a FIFO,
+a directory, a symlink loop), an empty compressed file, and a directory that cannot be
+listed are problems too. DIR may also be one symbol's directory. Problems print as
+`path:line: problem` (at most `MAX_SHOWN` per file, then a count), then one summary
+line. Exit status: 0 clean, 1 problems, 2 usage error (DIR missing, or no record
+file under it).
 
 The checks, for every file and for record files (`raw/` aside): `collector.tools.checks`.
 """
@@ -23,7 +26,7 @@ from typing import Any
 
 from collector.core.format import CURRENT, RAW_DIR, RECORD_SUFFIXES, SegmentName
 from collector.tools.checks import Report, check_raw, check_records
-from collector.tools.decoding import open_binary
+from collector.tools.decoding import MAX_LINE, MAX_RAW_LINE, ReadError, bounded_lines, open_binary
 
 MAX_SHOWN = 100
 USAGE = "collector verify [--jobs N] DIR [DIR ...]"
@@ -37,11 +40,16 @@ def check_file(path: Path, symbol: str, raw: bool, report: Report) -> tuple[int,
     name_start_ns = None if name is None else name.start_s * 10**9
     try:
         f = open_binary(path)
-    except OSError as exc:
-        report(0, f"cannot open: {exc}")
+    except ReadError as exc:
+        report(0, exc.why)
+        return 0, 0
+    except OSError as exc:  # gone since it was listed
+        report(0, f"cannot open: {exc.strerror or exc}")
         return 0, 0
     with f:
-        return check_raw(f, report) if raw else check_records(f, symbol, report, name_start_ns)
+        if raw:
+            return check_raw(bounded_lines(f, path, MAX_RAW_LINE), report)
+        return check_records(bounded_lines(f, path, MAX_LINE), symbol, report, name_start_ns)
 
 
 # --------------------------------------------------------------------------- a tree
@@ -52,6 +60,7 @@ class Target:
     symbol: str
     raw: bool
     named_ok: bool
+    error: str | None = None  # a directory that could not be listed: the one problem
 
 
 @dataclass
@@ -74,11 +83,26 @@ def _sort_key(name: str) -> tuple[int, int | str, int, str]:
     return (0, seg.start_s, seg.n, name)
 
 
+class _Unlisted(Exception):
+    pass
+
+
+def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except OSError as exc:
+        raise _Unlisted(f"cannot list the directory: {exc.strerror or exc}") from None
+
+
 def _files_in(folder: Path, symbol: str, raw: bool, tally: Tally) -> list[Target]:
+    """Every entry named like a record file, whatever it is (a FIFO, a directory or a
+    symlink loop there is a problem `check_file` reports, not something to skip)."""
     out = []
-    for entry in os.scandir(folder):
-        if not entry.is_file():
-            continue
+    try:
+        entries = _scan(folder)
+    except _Unlisted as exc:
+        return [Target(folder, symbol, raw, True, str(exc))]
+    for entry in entries:
         name = entry.name
         if name.endswith(".tmp"):
             tally.tmp_skipped.append(folder / name)
@@ -93,21 +117,40 @@ def _files_in(folder: Path, symbol: str, raw: bool, tally: Tally) -> list[Target
 
 
 def _is_symbol_dir(folder: Path) -> bool:
-    if (folder / CURRENT).is_file():
-        return True
-    return any((seg := SegmentName.parse(e.name)) and seg.symbol == folder.name
-               for e in os.scandir(folder) if e.is_file())
+    """By the names in it (the files themselves may be anything)."""
+    try:
+        names = [e.name for e in _scan(folder)]
+    except _Unlisted:
+        return False
+    return CURRENT in names or any(
+        (seg := SegmentName.parse(name)) and seg.symbol == folder.name for name in names)
 
 
 def find_targets(root: Path, tally: Tally) -> list[Target]:
     """The files to check under `root` (the output dir, or one symbol's dir)."""
-    folders = [root] if _is_symbol_dir(root) else sorted(
-        (Path(e.path) for e in os.scandir(root) if e.is_dir()), key=lambda p: p.name)
+    if _is_symbol_dir(root):
+        return _in_folder(root, tally)
+    try:
+        entries = sorted(_scan(root), key=lambda e: e.name)
+    except _Unlisted as exc:
+        return [Target(root, root.name, False, True, str(exc))]
     out: list[Target] = []
-    for folder in folders:
-        out += _files_in(folder, folder.name, False, tally)
-        if (folder / RAW_DIR).is_dir():
-            out += _files_in(folder / RAW_DIR, folder.name, True, tally)
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:  # a symlink loop, say
+            why = f"cannot read: {exc.strerror or exc}"
+            out.append(Target(Path(entry.path), entry.name, False, True, why))
+            continue
+        if is_dir:
+            out += _in_folder(Path(entry.path), tally)
+    return out
+
+
+def _in_folder(folder: Path, tally: Tally) -> list[Target]:
+    out = _files_in(folder, folder.name, False, tally)
+    if (folder / RAW_DIR).is_dir():
+        out += _files_in(folder / RAW_DIR, folder.name, True, tally)
     return out
 
 
@@ -133,6 +176,9 @@ def check_target(target: Target) -> FileResult:
         if len(shown) < MAX_SHOWN:
             shown.append(f"{path}:{lineno}: {problem}")
 
+    if target.error is not None:
+        report(0, target.error)
+        return FileResult(path, shown, count, 0, 0, 0)
     if not target.named_ok:
         report(0, "file name is neither current.jsonl nor "
                   f"{target.symbol}.<YYYYMMDDTHHMMSSZ>[-N].jsonl[.zst|.gz]: collector cat skips it")

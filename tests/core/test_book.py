@@ -318,3 +318,72 @@ def test_top_json_is_kept_until_the_top_changes(Side: SideClass) -> None:
     for price, size in (("1", "2"), ("1.5", "1"), ("1", "0")):  # modify, insert, delete
         assert side.set(price, size, 2) is True
         assert orjson.dumps(side.top_json(2)) == orjson.dumps(side.top(2))
+
+
+# --- load: a whole snapshot at once -------------------------------------------------------------
+
+def _levels(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """Levels on the grid, some values several times (respelled), some sizes zero."""
+    out = []
+    for _ in range(n):
+        size = rng.choice(_ZEROS) if rng.random() < 0.2 else rng.choice(_SIZES)
+        out.append((_spell(rng, rng.choice(_GRID)), size))
+    return out
+
+
+@pytest.mark.parametrize("bids", [True, False])
+@pytest.mark.parametrize("order", ["random", "best first", "worst first"])
+def test_load_is_set_of_each_level_in_turn(bids: bool, order: str, Side: SideClass) -> None:
+    for seed in range(40):
+        rng = random.Random(f"{seed}:{bids}:{order}")
+        levels = _levels(rng, rng.choice([0, 1, 5, 60, 300]))
+        if order != "random":  # by value; of one value, the order stays random
+            levels.sort(key=lambda level: Decimal(level[0]), reverse=bids == (order == "best first"))
+        loaded, stepped = Side(bids=bids), Side(bids=bids)
+        stepped.set("99", "1", 10)  # load replaces whatever was there
+        loaded.set("99", "1", 10)
+        loaded.top_json(10)
+        loaded.load(levels)
+        stepped = Side(bids=bids)
+        for price, size in levels:
+            stepped.set(price, size, 10)
+        everything = len(_GRID) + 1
+        assert loaded.top(everything) == stepped.top(everything), (seed, levels)
+        assert len(loaded) == len(stepped) and loaded.best() == stepped.best()
+        assert orjson.dumps(loaded.top_json(3)) == orjson.dumps(stepped.top_json(3))
+        loaded.set("0.25", "7", 10)  # and it goes on as a side built by set
+        stepped.set("0.25", "7", 10)
+        assert loaded.top(everything) == stepped.top(everything)
+
+
+def test_load_takes_any_pairs_and_an_iterator(Side: SideClass) -> None:
+    side = Side(bids=False)
+    side.load(iter([["2", "1"], ("1", "3")]))
+    assert side.top(5) == [("1", "3"), ("2", "1")]
+    side.load([])
+    assert len(side) == 0 and side.best() is None and side.top(5) == []
+
+
+@pytest.mark.parametrize("bids", [True, False])
+def test_set_levels_merges_many_levels_as_set_would(bids: bool, Side: SideClass) -> None:
+    """More than BULK_LEVELS levels in one frame are merged with one sort: the same side as
+    set() of each in turn; "changed" is the top before against after."""
+    rng = random.Random(f"bulk:{bids}")
+    grid = [Decimal(n) / 100 for n in range(1, 3000)]
+    for _ in range(5):
+        merged, stepped = Side(bids=bids), Side(bids=bids)
+        start = [(_spell(rng, rng.choice(grid)), rng.choice(_SIZES)) for _ in range(500)]
+        merged.load(start)
+        stepped.load(start)
+        levels = [(_spell(rng, rng.choice(grid)),
+                   rng.choice(_ZEROS) if rng.random() < 0.3 else rng.choice(_SIZES))
+                  for _ in range(book_module.BULK_LEVELS + 1 + rng.randrange(500))]
+        before = stepped.top(3)
+        for price, size in levels:
+            stepped.set(price, size, 3)
+        changed = book_module.set_levels(merged, levels, 3)
+        assert merged.top(len(grid)) == stepped.top(len(grid))
+        assert changed == (stepped.top(3) != before)
+    few = Side(bids=bids)  # up to BULK_LEVELS: set() itself, its answer
+    assert book_module.set_levels(few, [("1", "1"), ("1", "0")], 3) is True
+    assert len(few) == 0

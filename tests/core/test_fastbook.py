@@ -552,3 +552,45 @@ def test_streams_agree_on_frames_with_bytes_broken(seed: int) -> None:
         outcomes["fast" if c.fast else "broken" if type(got) is tuple else "same"] += 1
     # the edits leave enough frames valid that the C reader takes some and declines others
     assert outcomes["fast"] > 50 and outcomes["same"] > 50 and outcomes["broken"] > 1000, outcomes
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("bids", [True, False], ids=["bids", "asks"])
+def test_load_matches_pyside(bids: bool, seed: int) -> None:
+    """load() on the ladder (respellings, > 17 digits, long integer parts), in any order."""
+    assert fastbook is not None  # needs_native (pytestmark)
+    rng = random.Random(f"load:{seed}:{bids}")
+    for n in (0, 1, 10, len(PRICES), 5 * len(PRICES)):
+        levels = [(rng.choice(PRICES), rng.choice(ZEROS if rng.random() < 0.2 else SIZES))
+                  for _ in range(n)]
+        for order in (levels, sorted(levels, key=lambda lv: Decimal(lv[0])),
+                      sorted(levels, key=lambda lv: Decimal(lv[0]), reverse=True)):
+            for depth in (1, 5, len(PRICES) + 1):  # a side's top_json is for one depth
+                py, c = PySide(bids=bids), fastbook.Side(bids=bids)
+                py.load(order)
+                c.load(order)
+                _check_same(py, c, depth)
+
+
+@pytest.mark.parametrize("bad", [[("1", "x")], [("1",)], [("1", "2", "3")], [(1, "2")], [None], 5,
+                                 [("1", "1"), ("-1", "1")]])
+def test_load_refuses_bad_levels_and_changes_nothing(bad: Any) -> None:
+    assert fastbook is not None  # needs_native (pytestmark)
+    c = fastbook.Side(bids=True)
+    c.set("5", "1", 10)
+    with pytest.raises((TypeError, ValueError)):
+        c.load(bad)
+    assert c.top(10) == [("5", "1")]
+
+
+def test_load_of_a_deep_best_first_snapshot_is_fast() -> None:
+    """400,000 levels best first: set() would insert each at the front, O(n^2)."""
+    assert fastbook is not None  # needs_native (pytestmark)
+    import time
+
+    levels = [(f"{100_000 - i / 100:.2f}", "1") for i in range(400_000)]
+    c = fastbook.Side(bids=True)
+    started = time.perf_counter()
+    c.load(levels)
+    assert time.perf_counter() - started < 1.0
+    assert len(c) == 400_000 and c.top(1) == [("100000.00", "1")]

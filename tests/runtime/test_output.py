@@ -182,7 +182,9 @@ async def test_compressing_a_large_segment_does_not_stall_the_loop(tmp_path):
     task = asyncio.create_task(w.run())
     loop = asyncio.get_running_loop()
     worst = 0.0
-    while not (folder / (big.name + ".zst")).exists():
+    deadline = loop.time() + 60
+    while big.exists() or not (folder / (big.name + ".zst")).exists():  # renamed, then unlinked
+        assert loop.time() < deadline, "compression did not finish"
         t = loop.time()
         await asyncio.sleep(0.001)
         worst = max(worst, loop.time() - t - 0.001)

@@ -5,7 +5,7 @@ from pathlib import Path
 import zstandard
 
 from collector.core.format import SegmentName
-from collector.runtime import segments
+from collector.runtime import segments, tree
 from collector.tools.decoding import open_binary
 
 
@@ -27,20 +27,24 @@ def test_period_start_is_utc_aligned():
 
 def test_names_order_and_suffixes(tmp_path):
     start = 1_764_000_000
-    first = segments.closed_name(tmp_path, "BTCUSD", start)
-    assert first.name == "BTCUSD.20251124T160000Z.jsonl"
-    touch(first)
-    second = segments.closed_name(tmp_path, "BTCUSD", start)
-    assert second.name == "BTCUSD.20251124T160000Z-2.jsonl"
-    touch(second)
-    touch(tmp_path / (segments.closed_name(tmp_path, "BTCUSD", start).name + ".zst"))
+
+    def free() -> str:
+        return segments.free_name(os.listdir(tmp_path), "BTCUSD", start)
+
+    first = free()
+    assert first == "BTCUSD.20251124T160000Z.jsonl"
+    touch(tmp_path / first)
+    second = free()
+    assert second == "BTCUSD.20251124T160000Z-2.jsonl"
+    touch(tmp_path / second)
+    touch(tmp_path / (free() + ".zst"))
     touch(tmp_path / "BTCUSD.20251124T150000Z.jsonl.gz")
     touch(tmp_path / "current.jsonl")
     touch(tmp_path / "notes.txt")
     names = [s.path.name for s in segments.closed_segments(tmp_path)]
     assert names == ["BTCUSD.20251124T150000Z.jsonl.gz", "BTCUSD.20251124T160000Z.jsonl",
                      "BTCUSD.20251124T160000Z-2.jsonl", "BTCUSD.20251124T160000Z-3.jsonl.zst"]
-    assert segments.closed_name(tmp_path, "BTCUSD", start).name.endswith("-4.jsonl")
+    assert free().endswith("-4.jsonl")
     # -10 sorts after -9, not after -1
     for n in range(4, 11):
         touch(tmp_path / f"BTCUSD.20251124T160000Z-{n}.jsonl")
@@ -74,7 +78,8 @@ def test_pending_compression_repairs_an_interrupted_one(tmp_path):
     touch(tmp_path / "BTCUSD.20251124T150000Z.jsonl.zst")  # compressed, plain not yet removed
     half = touch(tmp_path / "BTCUSD.20251124T160000Z.jsonl.zst.tmp")  # crashed mid-way
     todo = touch(tmp_path / "BTCUSD.20251124T160000Z.jsonl")
-    assert list(segments.pending_compression(tmp_path)) == [todo]
+    with tree.folder_fd(tmp_path) as fd:
+        assert segments.pending_compression(fd) == [todo.name]
     assert not done.exists() and not half.exists()
 
 

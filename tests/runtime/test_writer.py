@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from collector import config
-from collector.runtime import segments
+from collector.runtime import leftovers
 from collector.runtime import writer as writer_mod
 from collector.runtime.writer import SegmentFile, Writer
 
@@ -71,14 +71,14 @@ def test_cut_partial_line_longer_than_a_chunk(tmp_path):
     path.write_bytes(b"a\n" + b"x" * 200_000)
     fd = os.open(path, os.O_RDWR)
     try:
-        assert segments.cut_partial_line(fd, path) == 2
+        assert leftovers.cut_partial_line(fd, path) == 2
     finally:
         os.close(fd)
     assert path.read_bytes() == b"a\n"
     path.write_bytes(b"y" * 100_000)
     fd = os.open(path, os.O_RDWR)
     try:
-        assert segments.cut_partial_line(fd, path) == 0
+        assert leftovers.cut_partial_line(fd, path) == 0
     finally:
         os.close(fd)
 

@@ -217,3 +217,21 @@ def test_parallel_output_equals_serial(data: Layout) -> None:
     a, b = verify([data.root], serial, jobs=1), verify([data.root], parallel, jobs=3)
     assert serial.getvalue() == parallel.getvalue() and serial.getvalue().count("\n") == 3
     assert (a.files, a.lines, a.problems) == (b.files, b.lines, b.problems)
+
+
+def test_a_snapshot_frame_with_trades_is_not_a_new_connection() -> None:
+    """A v1 snapshot frame that carries a trade writes the trade at seq 0, then the book at
+    seq 0; that book is the same frame's, not an unmarked new connection."""
+    from collector.tools.checks import check_records
+
+    sym, levels = "BTCUSD", [("1", "1")]
+    lines = [fmt.header(sym, "records", 0, "v", {}),
+             fmt.resync(sym, fmt.Reason.START, 1),
+             fmt.trade(sym, 0, 5, 1, "1", "1", "bid", False, None, 2),
+             fmt.book(sym, 0, 5, None, 2, levels, [("2", "1")]),
+             fmt.book(sym, 1, 6, 3, 3, levels, [("2", "2")]),
+             fmt.trade(sym, 0, 7, 2, "1", "1", "bid", False, None, 4),  # an unmarked reconnect
+             fmt.book(sym, 0, 7, None, 4, levels, [("2", "1")])]
+    problems: list[tuple[int, str]] = []
+    check_records(lines, sym, lambda n, p: problems.append((n, p)))
+    assert [n for n, _ in problems] == [6], problems  # the reconnect's trade went backwards

@@ -1,0 +1,1 @@
+"""Adversarial tests: hostile exchanges, operators and file systems (issue 14)."""
