@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Protocol
 
 from collector.core.book import Book
 from collector.core.format import Reason
-from collector.core.histogram import Histogram
 
 
 class StreamBroken(Exception):
@@ -53,13 +52,19 @@ def advance(state: StreamState, to: StreamState) -> StreamState:
     return to
 
 
+class Observer(Protocol):
+    """Where latencies (whole ms) go: a `Histogram`, or anything with its `observe`."""
+
+    def observe(self, value: int) -> None: ...
+
+
 @dataclass
 class Counts:
     """Running totals; a feed passes one object to each of its streams."""
 
     updates: int = 0  # frames carrying book changes (the snapshot excluded)
     trades: int = 0
-    latency: Histogram | None = None  # receive - exchange ms of every update frame
+    latency: Observer | None = None  # receive - exchange ms of every update frame
 
 
 class SymbolStream(Protocol):

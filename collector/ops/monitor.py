@@ -59,6 +59,15 @@ class MonitoredApp(Protocol):
     def writer(self) -> WriterView: ...
 
 
+class Watched(Protocol):
+    """What the watchdog thread reads of the Monitor: two numbers the loop keeps fresh."""
+
+    @property
+    def last_tick(self) -> float: ...
+    @property
+    def progress(self) -> WriterProgress: ...
+
+
 class ProcessWatchdog(threading.Thread):
     """Exits the process when the event loop stops ticking or the writer stays stuck.
 
@@ -67,7 +76,7 @@ class ProcessWatchdog(threading.Thread):
     writer's stall (sampled on the loop, so it also goes stale while the loop is
     blocked, which the first number then covers)."""
 
-    def __init__(self, monitor: Monitor, loop: asyncio.AbstractEventLoop, exit_after_s: float,
+    def __init__(self, monitor: Watched, loop: asyncio.AbstractEventLoop, exit_after_s: float,
                  exit: Callable[[int], Any] = os._exit, poll_s: float = TICK_S) -> None:
         super().__init__(name="collector-watchdog", daemon=True)
         self.monitor = monitor

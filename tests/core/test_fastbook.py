@@ -217,7 +217,7 @@ class Recorded(V1Stream):
         self.unknown: list[str] = []
         self.fast = 0
         super().__init__(symbol, depth, emit_every, self.unknown.append,
-                         Counts(latency=Latencies()), native)  # type: ignore[arg-type]  # a recording stand-in for Histogram
+                         Counts(latency=Latencies()), native)
 
     def _fast_native(self, raw: bytes, recv_ns: int) -> bytes | None:
         out = super()._fast_native(raw, recv_ns)

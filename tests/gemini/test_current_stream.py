@@ -227,12 +227,12 @@ def test_crossed_snapshot() -> None:
 
 
 def test_latency_is_observed_for_applied_frames() -> None:
-    counts = Counts(latency=Histogram())
-    s = started(counts=counts)
+    latency = Histogram()
+    s = started(counts=Counts(latency=latency))
     s.feed(depth(1000, 1001, [["50", "1"]], e_ns=T0 - 7_000_000), T0)
     s.feed(depth(990, 995, [["50", "2"]], e_ns=T0), T0)  # stale: not observed
-    assert counts.latency is not None and counts.latency.count == 1
-    assert counts.latency.sum == 7
+    assert latency.count == 1
+    assert latency.sum == 7
 
 
 # --- trades ------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_the_watchdog_thread_gives_up_quietly_when_the_loop_is_gone(tmp_path):
     exits = Exits()
     monitor = SimpleNamespace(last_tick=0.0, progress=SimpleNamespace(stalled_s=0.0))
     loop = asyncio.new_event_loop()  # never running
-    thread = ProcessWatchdog(monitor, loop, exit_after_s=0.01, exit=exits, poll_s=0.01)  # type: ignore[arg-type]  # a stand-in Monitor
+    thread = ProcessWatchdog(monitor, loop, exit_after_s=0.01, exit=exits, poll_s=0.01)
     thread.start()
     thread.join(5)
     loop.close()
