@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from collector.core import symbols as symbol_rules
 from collector.core.health import EXIT_AFTER_S, WRITER_STUCK_S
 
 EX_CONFIG = 78
 # Patterns are used with fullmatch: "$" would also accept a trailing newline.
-_SYMBOL = re.compile(r"[A-Z0-9]{3,24}")  # also a directory name: no dot, slash or control character
 _DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_S = 100 * 365 * 86400  # output.rotate and output.retain
@@ -35,6 +35,7 @@ RANGES: dict[str, tuple[float, bool, float]] = {
         "stale_after_s", "snapshot_timeout_s", "backoff_initial_s", "backoff_max_s",
         "refused_retry_s", "ping_interval_s", "ping_timeout_s", "retry_after_max_s")},
     "feed.healthy_after_s": (0.0, True, WEEK_S),
+    "feed.discover_s": (0.0, False, WEEK_S),
     "feed.connect_burst": (1, True, 10_000),
     "feed.connects_per_minute": (0.0, False, 1e6),
     "feed.max_connects_per_minute": (0.0, False, 1e6),
@@ -103,9 +104,10 @@ def check_host(host: str, bracketed: bool = False) -> None:
         raise ValueError(f"{_show(host)} is neither an IP address nor a host name")
 
 
-def check_url(url: str, api: str) -> None:
-    """ValueError unless `url` is a ws:// or wss:// URL with a host, a port from 1 to 65535 if
-    any, no credentials, no fragment, and for v1 no query (the symbol is appended)."""
+def check_url(url: str, api: str, schemes: tuple[str, ...] = ("ws", "wss")) -> None:
+    """ValueError unless `url` is a ws:// or wss:// URL (or one of `schemes`) with a host, a
+    port from 1 to 65535 if any, no credentials, no fragment, and for v1 no query (the
+    symbol is appended). feed.rest_url passes api "rest" and schemes http, https."""
     if not url.isprintable() or " " in url:
         raise ValueError(f"contains a space or a control character: {_show(url)}")
     try:
@@ -113,8 +115,8 @@ def check_url(url: str, api: str) -> None:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"not a URL ({exc}): {_show(url)}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"must start with ws:// or wss://, got {_show(url)}")
+    if parts.scheme not in schemes:
+        raise ValueError(f"must start with {' or '.join(f'{x}://' for x in schemes)}, got {_show(url)}")
     if not parts.hostname:
         raise ValueError(f"has no host: {_show(url)}")
     check_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
@@ -124,8 +126,9 @@ def check_url(url: str, api: str) -> None:
         raise ValueError("must not carry credentials (the URL is logged and written into segment headers)")
     if parts.fragment or url.endswith("#"):
         raise ValueError(f"must not have a #fragment: {_show(url)}")
-    if api == "v1" and (parts.query or "?" in url):
-        raise ValueError(f"must not have a ?query with api = \"v1\" (the symbol is appended): {_show(url)}")
+    if api in ("v1", "rest") and (parts.query or "?" in url):
+        why = "(the path is appended)" if api == "rest" else "with api = \"v1\" (the symbol is appended)"
+        raise ValueError(f"must not have a ?query {why}: {_show(url)}")
 
 
 def fds_per_symbol(cfg: Config) -> int:
@@ -151,7 +154,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class FeedConfig:
-    symbols: tuple[str, ...]
+    symbols: tuple[str, ...]  # exact symbols or globs ("*" = every listed symbol)
     url: str = ""  # "" = DEFAULT_URLS[api]
     trades: bool = True
     stale_after_s: float = 15.0
@@ -169,6 +172,9 @@ class FeedConfig:
     api: str = "v1"  # "v1" (one socket per symbol, socket_sequence) or "current" (ws.gemini.com)
     transport: str = "websockets"  # or "picows" (optional extra, faster receive path)
     repair: str = "resubscribe"  # current API: heal a gap on the same socket, or "reconnect"
+    exclude: tuple[str, ...] = ()  # globs removed after matching
+    rest_url: str = "https://api.gemini.com"  # GET {rest_url}/v1/symbols when a glob is used
+    discover_s: float = 300.0  # re-read the listing this often
 
     def __post_init__(self) -> None:
         if not self.url and self.api in DEFAULT_URLS:
@@ -332,11 +338,14 @@ def _check(s: dict[str, Any], fail: Fail) -> None:
     feed: FeedConfig = s["feed"]
     if not feed.symbols:
         raise fail("feed.symbols", "must list at least one symbol")
-    for sym in feed.symbols:
-        if not _SYMBOL.fullmatch(sym):
-            raise fail("feed.symbols", f"{_show(sym)} is not an upper-case Gemini symbol such as BTCUSD")
-    if len(set(feed.symbols)) != len(feed.symbols):
-        raise fail("feed.symbols", "lists a symbol twice")
+    bad = (symbol_rules.entry_errors("feed.symbols", feed.symbols)
+           or symbol_rules.entry_errors("feed.exclude", feed.exclude, exact_ok=False))
+    if bad:
+        raise fail(*bad)
+    try:
+        check_url(feed.rest_url, "rest", ("http", "https"))
+    except ValueError as exc:
+        raise fail("feed.rest_url", str(exc)) from None
     if feed.api not in DEFAULT_URLS:
         raise fail("feed.api", f"must be one of {', '.join(DEFAULT_URLS)}, got {feed.api!r}")
     if feed.transport not in TRANSPORTS:

@@ -92,3 +92,51 @@ def test_cli_default_config_is_cwd(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 78
     assert "config.toml" in proc.stderr and "not found" in proc.stderr
+
+
+# ---- symbol discovery (issue 15): globs, exclude, rest_url, discover_s ----
+
+def test_discovery_keys_defaults_and_globs(tmp_path):
+    cfg = config.load(write(tmp_path, '[feed]\nsymbols = ["BTCUSD"]\n'))
+    assert cfg.feed.exclude == () and cfg.feed.discover_s == 300
+    assert cfg.feed.rest_url == "https://api.gemini.com"
+    cfg = config.load(write(tmp_path, '[feed]\nsymbols = ["*USD", "ETH?TC", "[AB]*", "SOLUSD"]\n'
+                                      'exclude = ["*PERP", "[!B]*GUSD"]\nrest_url = "http://127.0.0.1:8080"\n'
+                                      'discover_s = 60\n'))
+    assert cfg.feed.symbols == ("*USD", "ETH?TC", "[AB]*", "SOLUSD")
+    assert cfg.feed.exclude == ("*PERP", "[!B]*GUSD")
+    assert (cfg.feed.rest_url, cfg.feed.discover_s) == ("http://127.0.0.1:8080", 60.0)
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ('symbols = ["*usd"]', "feed.symbols"),
+        ('symbols = ["*"]\nexclude = ["*PERP", "*PERP"]', "feed.exclude"),
+        ('symbols = ["BTC*", "BTC*"]', "feed.symbols"),
+        ('symbols = ["BTC/*"]', "feed.symbols"),
+        ('symbols = ["BT"]', "feed.symbols"),  # an exact symbol keeps today's rule
+        ('symbols = ["*"]\nexclude = ["perp"]', "feed.exclude"),
+        ('symbols = ["*"]\nexclude = "X"', "feed.exclude"),
+        ('symbols = ["*"]\nrest_url = "wss://api.gemini.com"', "feed.rest_url"),
+        ('symbols = ["*"]\nrest_url = "https://"', "feed.rest_url"),
+        ('symbols = ["*"]\nrest_url = "https://a b"', "feed.rest_url"),
+        ('symbols = ["*"]\ndiscover_s = 0', "feed.discover_s"),
+        ('symbols = ["*"]\ndiscover_s = 604801', "feed.discover_s"),
+        ('symbols = ["*"]\ndiscover_s = nan', "feed.discover_s"),
+    ],
+)
+def test_discovery_errors_name_key_and_file(tmp_path, extra, key):
+    path = write(tmp_path, f"[feed]\n{extra}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert str(err.value).startswith(f"{path}: {key}: ")
+    assert "unknown key" not in str(err.value)
+
+
+def test_discovery_keys_apply_on_reload():
+    from collector.runtime.app import restart_keys
+    old = config.from_dict({"feed": {"symbols": ["BTCUSD"]}})
+    new = config.from_dict({"feed": {"symbols": ["*"], "exclude": ["*PERP"], "discover_s": 5,
+                                     "rest_url": "http://127.0.0.1:1"}})
+    assert restart_keys(old, new) == []

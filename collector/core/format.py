@@ -51,6 +51,7 @@ class Reason(StrEnum):
     REFUSED = "refused"  # handshake refused (HTTP 404/429/503...)
     ERROR = "error"  # a bug in the feed; it was restarted
     DROPPED = "dropped"  # the writer lost lines (disk full); `dropped` counts them
+    UNLISTED = "unlisted"  # the exchange stopped listing the symbol: its last record (discovery)
 
 
 # Each record type's keys, in the order every line has them. A key in parentheses is

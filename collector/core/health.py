@@ -61,7 +61,7 @@ class WriterCounters(Protocol):
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "stream_down", "stream_quiet", "writer_stuck"
+    kind: str  # "stream_down", "stream_quiet", "writer_stuck", "discovery"
     detail: str
     symbol: str | None = None
 
@@ -79,13 +79,15 @@ class Problem:
 
 def check(feeds: Mapping[str, Watched], stale_after_s: float, queued: int, writer_stalled_s: float,
           now: float, writer_stuck_s: float = WRITER_STUCK_S, since: float = 0.0,
-          heartbeats: bool = True) -> list[Problem]:
+          heartbeats: bool = True, discovery: str | None = None) -> list[Problem]:
     """Every problem of a collector, pure. `feeds` maps symbol -> an object with a
     `stats` (FeedStats: `live`, `last_frame`, `resyncs`); `now` and `since` (the
     start, for streams that never had a frame) are monotonic times. `heartbeats`:
     whether the API sends them (v1). Without them (the current API) a quiet book may
     say nothing for minutes and silence proves nothing: the keepalive pings prove the
-    connection, and a dead one breaks the stream (then it is `stream_down`)."""
+    connection, and a dead one breaks the stream (then it is `stream_down`).
+    `discovery`: why the symbol listing (feed.symbols globs) could not be used, if it
+    could not; non-fatal, like an exchange outage."""
     problems = []
     quiet_limit = 2 * stale_after_s
     for symbol, feed in feeds.items():
@@ -98,6 +100,8 @@ def check(feeds: Mapping[str, Watched], stale_after_s: float, queued: int, write
             problems.append(Problem("stream_down", why, symbol))
         elif heartbeats and quiet > quiet_limit:
             problems.append(Problem("stream_quiet", f"{heard} (limit {quiet_limit:g} s)", symbol))
+    if discovery:
+        problems.append(Problem("discovery", discovery))
     if queued and writer_stalled_s >= writer_stuck_s:
         problems.append(Problem(
             "writer_stuck", f"{queued} records queued, none written for {writer_stalled_s:.1f} s"))

@@ -1,7 +1,7 @@
 """The heartbeat file and `collector health`.
 
 With no metrics listener, Monitor (monitor.py) writes health.py's verdict to
-`<output.dir>/.collector.core.health` every `HEARTBEAT_S` and whenever it changes, and
+`<output.dir>/.collector.health` every `HEARTBEAT_S` and whenever it changes, and
 removes the file at the end. `collector health` asks /healthz when `metrics.listen`
 is set, else reads that file (one older than `HEARTBEAT_STALE_S` is unhealthy).
 """
@@ -18,7 +18,7 @@ import orjson
 from collector.config import parse_listen
 from collector.core.health import HEARTBEAT_STALE_S, Problem
 
-HEALTH_FILE = ".collector.core.health"
+HEALTH_FILE = ".collector.health"
 PROBE_TIMEOUT_S = 5.0
 
 

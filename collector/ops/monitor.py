@@ -165,7 +165,8 @@ class Monitor:
         feed = self.app.cfg.feed
         return check(self.app.feeds, feed.stale_after_s, self.app.writer.queue.qsize(),
                      self.progress.stalled_s, now, self.writer_stuck_s, self.started_at,
-                     heartbeats=feed.api == "v1")
+                     heartbeats=feed.api == "v1",
+                     discovery=getattr(self.app, "discovery_problem", None))
 
     async def start(self) -> None:
         """Listen for scrapes (OSError if the address cannot be bound), start ticking

@@ -20,15 +20,16 @@ import structlog
 
 from collector import config
 from collector.config import Config
-from collector.core import book
-from collector.core.backoff import TokenBucket
+from collector.core import book, format
+from collector.core.backoff import Backoff, TokenBucket
 from collector.core.format import CURRENT, RAW_DIR, Reason, SegmentName
+from collector.core.symbols import has_globs, select, shrunk
 from collector.ops import logs
 from collector.ops.heartbeat import HEALTH_FILE
 from collector.ops.monitor import Monitor
-from collector.runtime import tree
+from collector.runtime import discovery, tree
 from collector.runtime.feed import Feed
-from collector.runtime.writer import Writer
+from collector.runtime.writer import Writer, raw_key
 
 log = structlog.get_logger("app")
 
@@ -96,7 +97,11 @@ class App:
         if cfg.feed.api == "current":  # Gemini allows 300 attempts per 5 min: 50 + 5 x 50
             per_minute = min(per_minute, CURRENT_API_CONNECTS_PER_MINUTE)
         self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
-        self.feeds = {s: self._feed(s) for s in cfg.feed.symbols}
+        self.listing: tuple[str, ...] | None = None  # the last good symbol listing (globs)
+        self.discovery_problem: str | None = None  # health: why the listing is not in use
+        self._rediscover = asyncio.Event()  # reload: read the listing now
+        self._changing = asyncio.Lock()  # one change of the symbol set at a time
+        self.feeds = {s: self._feed(s) for s in self._wanted()}
         self.reloads = 0
         self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -120,7 +125,7 @@ class App:
         except tree.UnsafePath as exc:
             return self._refuse([exc])
         try:
-            refused = unsafe_paths(self.cfg.output.dir, self.cfg.feed.symbols)
+            refused = unsafe_paths(self.cfg.output.dir, list(self.feeds))
             if refused:
                 return self._refuse(refused)
             return await self._run()
@@ -150,11 +155,14 @@ class App:
         writer = asyncio.create_task(self.writer.run(), name="writer")
         for feed in self.feeds.values():
             self._start_feed(feed)
+        discover = asyncio.create_task(self._discover(), name="discovery")
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
                  url=self.cfg.feed.url, book_core="C" if self.native else "Python")
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         self.monitor.stopping()
+        discover.cancel()
+        await asyncio.gather(discover, return_exceptions=True)
         if writer.done():
             stop.cancel()
             for t in self._tasks.values():
@@ -173,6 +181,79 @@ class App:
                  feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
                             "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
         return 0
+
+    def _wanted(self) -> tuple[str, ...]:
+        """The symbols to record: exact ones always, globs from the last good listing."""
+        feed = self.cfg.feed
+        return select(self.listing or (), feed.symbols, feed.exclude)
+
+    async def _discover(self) -> None:
+        """With a glob in feed.symbols: read the listing (retrying with backoff until a
+        first one loads), then every feed.discover_s; start and stop feeds to match. A
+        listing that fails or lost more than half its symbols keeps the current set and
+        is reported (log and health) until a good one comes."""
+        backoff = Backoff(self.cfg.feed.backoff_initial_s, self.cfg.feed.backoff_max_s)
+        while True:
+            feed = self.cfg.feed
+            if not has_globs(feed.symbols):
+                self.discovery_problem = None
+                await self._rediscover.wait()
+                self._rediscover.clear()
+                continue
+            delay = feed.discover_s
+            try:
+                listing = await discovery.fetch(feed.rest_url)
+            except discovery.ListingError as exc:
+                if self.listing is None:
+                    delay = min(backoff.next_delay(), feed.discover_s)
+                    self._report(f"cannot read the symbol listing, recording no glob-matched "
+                                 f"symbol until it loads: {exc}",
+                                 attempt=backoff.failures, retry_s=round(delay, 3))
+                else:
+                    self._report(f"cannot read the symbol listing, keeping the current symbols: {exc}")
+            else:
+                if self.listing is not None and shrunk(self.listing, listing):
+                    self._report(f"symbol listing refused: it shrank from {len(self.listing)} to "
+                                 f"{len(listing)} symbols (more than half gone); keeping the current symbols")
+                else:
+                    backoff.reset()
+                    self.discovery_problem = None
+                    self.listing = listing
+                    await self._apply()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._rediscover.wait()
+            except TimeoutError:
+                pass
+            self._rediscover.clear()
+
+    def _report(self, problem: str, **fields: object) -> None:
+        log.warning("symbol discovery", problem=problem, url=self.cfg.feed.rest_url, **fields)
+        self.discovery_problem = problem
+
+    async def _apply(self) -> tuple[list[str], list[str]]:
+        """Start and stop feeds to match `_wanted()`. A symbol stopped because the listing
+        no longer has it gets one `resync` record `unlisted`, then its segment is closed."""
+        async with self._changing:
+            wanted = self._wanted()
+            added = [s for s in wanted if s not in self.feeds]
+            removed = [s for s in self.feeds if s not in wanted]
+            unlisted = [s for s in removed if self.listing is not None and s not in self.listing]
+            await self._stop_feeds(removed)
+            for s in removed:
+                del self.feeds[s]
+                if s in unlisted:
+                    mark = format.resync(s, Reason.UNLISTED, time.time_ns())
+                    await self.writer.put(s, mark)
+                    if self.cfg.output.raw:
+                        await self.writer.put(raw_key(s), mark)
+                    await self.writer.close(s)
+            for s in added:
+                self.feeds[s] = self._feed(s)
+                self._start_feed(self.feeds[s])
+            if added or removed:
+                log.info("symbols changed", added=added, removed=removed, unlisted=unlisted)
+            return added, removed
 
     def _feed(self, symbol: str) -> Feed:
         return Feed(symbol, self.cfg, self.writer, self.bucket, native=self.native)
@@ -202,21 +283,14 @@ class App:
         except config.ConfigError as exc:
             log.error("reload: config rejected, keeping the running one", error=str(exc))
             return False
-        old_symbols, new_symbols = self.cfg.feed.symbols, new.feed.symbols
-        added = [s for s in new_symbols if s not in old_symbols]
-        removed = [s for s in old_symbols if s not in new_symbols]
         restart = restart_keys(self.cfg, new)
         if new.log.level != self.cfg.log.level:
             logs.configure(new.log.level)
         # keep the running settings except what can change live
-        self.cfg = replace(self.cfg, feed=replace(self.cfg.feed, symbols=new_symbols),
-                           log=new.log)
-        await self._stop_feeds(removed)
-        for s in removed:
-            del self.feeds[s]
-        for s in added:
-            self.feeds[s] = self._feed(s)
-            self._start_feed(self.feeds[s])
+        self.cfg = replace(self.cfg, feed=replace(
+            self.cfg.feed, **{k: getattr(new.feed, k) for k in LIVE_FEED_KEYS}), log=new.log)
+        added, removed = await self._apply()
+        self._rediscover.set()  # a new rest_url or glob: read the listing now
         log.info("reloaded", added=added, removed=removed)
         if restart:
             log.warning("reload: these changes need a restart to apply", keys=restart)
@@ -240,9 +314,12 @@ class App:
                 await asyncio.sleep(1.0)  # crash loops still draw on the connection budget
 
 
+LIVE_FEED_KEYS = ("symbols", "exclude", "rest_url", "discover_s")  # SIGHUP applies these
+
+
 def restart_keys(old: Config, new: Config) -> list[str]:
-    """Dotted keys whose change only a restart applies (feed.symbols and log.level apply live)."""
+    """Dotted keys whose change only a restart applies (LIVE_FEED_KEYS and log.level apply live)."""
     a, b = config.to_dict(old), config.to_dict(new)
     return [f"{section}.{key}" for section in a for key in a[section]
             if a[section][key] != b[section][key]
-            and f"{section}.{key}" not in ("feed.symbols", "log.level")]
+            and f"{section}.{key}" not in (*(f"feed.{k}" for k in LIVE_FEED_KEYS), "log.level")]

@@ -42,6 +42,7 @@ from collector.runtime.linequeue import LineQueue
 log = structlog.get_logger("writer")
 
 _STOP = ("", b"")  # sentinel queued by stop(); the writer ends after it
+_CLOSE = bytes(bytearray(b"close"))  # queued by close(symbol), recognised by identity
 _os_write = os.write  # seam: tests inject ENOSPC and short writes here
 _BOOK = b'{"type":"book"'
 _RESYNC = b'{"type":"resync"'
@@ -175,9 +176,13 @@ class Writer:
                     await asyncio.sleep(LINGER_S)
                 batch: dict[str, list[bytes]] = defaultdict(list)
                 taken = 0
+                closing = None
                 while True:
                     if item is _STOP:
                         stopping = True
+                        break
+                    if item[1] is _CLOSE:
+                        closing = item[0]
                         break
                     batch[item[0]].append(item[1])
                     taken += 1
@@ -189,6 +194,8 @@ class Writer:
                     began = loop.time()
                     await loop.run_in_executor(self._thread, self._write_batch, batch)
                     self.write_latency.observe(loop.time() - began)
+                if closing is not None:
+                    await loop.run_in_executor(self._thread, self._close_stream, closing)
             await loop.run_in_executor(self._thread, self._close_all)
         finally:
             self._thread.shutdown(wait=True)
@@ -197,6 +204,11 @@ class Writer:
     async def stop(self) -> None:
         """Queue the stop sentinel: everything queued before it gets written."""
         await self.queue.put(_STOP)
+
+    async def close(self, symbol: str) -> None:
+        """Close a stream's current.jsonl (and its raw file) as a segment once what is
+        queued before this is written (a symbol no longer recorded: unlisted)."""
+        await self.queue.put((symbol, _CLOSE))
 
     async def reopen(self) -> None:
         """Close every file (fsynced); the next write reopens `current.jsonl` by name."""
@@ -332,6 +344,12 @@ class Writer:
             f.close()
         self.rotations += 1
         self._background.submit(self._compress, key, target)
+
+    def _close_stream(self, symbol: str) -> None:
+        for key in (symbol, raw_key(symbol)):
+            self.last_book.pop(key, None)
+            if key in self.files:
+                self._rotate(key)
 
     def _housekeeping(self, batch: dict[str, list[bytes]]) -> None:
         """Time rotation of idle files, interval fsync, the free-space check."""

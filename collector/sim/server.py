@@ -156,6 +156,8 @@ class SimExchange:
                 market, active=sym in active, random_faults=RandomFaults(rates, f"{seed}:{sym}"),
                 notifier=self._notifier, clock_ms=clock_ms, seed=seed,
                 record_truth=record_truth, truth_writer=self._writer)
+        self._built = dict(self._hubs)  # every symbol it can serve; set_listed picks the listed
+        self._built_specs = dict(self.specs)
         self.stats: dict[str, SymbolStats] = {s: h.stats for s, h in self._hubs.items()}
         self.rejected_unknown = 0  # handshakes (v1) or subscriptions (current) of unlisted symbols
         self.current_refused = 0  # current-API handshakes refused (injected or random)
@@ -182,7 +184,7 @@ class SimExchange:
         if self.tape is not None:
             if self.speed is not None:
                 t0, wall0 = asyncio.get_running_loop().time(), self.clock_ms()
-                for hub in self._hubs.values():
+                for hub in self._built.values():
                     if isinstance(hub, ReplayHub):
                         task = asyncio.create_task(
                             hub.run_replay(self.speed, self.tape.start_ns, self.tape.span_ns,
@@ -191,7 +193,7 @@ class SimExchange:
                         task.add_done_callback(self._flow_done)
                         self._tasks.append(task)
         elif self.rate is not None:
-            for hub in self._hubs.values():
+            for hub in self._built.values():
                 if hub.active:
                     task = asyncio.create_task(hub.run_flow(self.rate), name=f"sim-flow-{hub.symbol}")
                     task.add_done_callback(self._flow_done)
@@ -251,9 +253,21 @@ class SimExchange:
 
     def _hub(self, symbol: str) -> SymbolHub:
         try:
-            return self._hubs[symbol.upper()]
+            return self._built[symbol.upper()]
         except KeyError:
             raise KeyError(f"{symbol!r} is not listed on this simulator") from None
+
+    def set_listed(self, symbols: Iterable[str]) -> None:
+        """List only these (of the symbols it was built with): GET /v1/symbols answers them
+        and new connections may ask only for them. Open connections are left alone; an
+        unlisted active symbol's market keeps moving."""
+        wanted = list(dict.fromkeys(s.upper() for s in symbols))
+        unknown = [s for s in wanted if s not in self._built]
+        if unknown:
+            raise KeyError(f"{unknown[0]!r} was not given to this simulator")
+        self.specs = {s: self._built_specs[s] for s in wanted}
+        self._hubs.clear()  # in place: current-API connections hold this dict
+        self._hubs.update((s, self._built[s]) for s in wanted)
 
     def inject(self, symbol: str, kind: str | FaultKind, **params: Any) -> None:
         """Arm a one-shot fault for a symbol (see faults.py / README for exact timing)."""

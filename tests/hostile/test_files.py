@@ -226,7 +226,7 @@ def plant(out: Path, outside: Path, sentinel: Sentinel, where: str) -> Path:
 
 
 @pytest.mark.parametrize("where", [
-    ".collector.lock", ".collector.core.health", ".collector.core.health.tmp", "BTCUSD",
+    ".collector.lock", ".collector.health", ".collector.health.tmp", "BTCUSD",
     "BTCUSD/raw", "BTCUSD/current.jsonl", "BTCUSD/raw/current.jsonl",
     "BTCUSD/BTCUSD.20250101T000000Z.jsonl", "BTCUSD/BTCUSD.20250101T000000Z.jsonl.zst.tmp",
 ])

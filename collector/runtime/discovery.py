@@ -1,0 +1,59 @@
+"""The exchange's symbol listing: GET {feed.rest_url}/v1/symbols, off the event loop.
+
+`fetch` returns the listing upper case, or raises `ListingError` saying why it could not
+be read (unreachable, an HTTP error, too big, not a JSON list of symbols). The App
+(app.py) decides what to do with it: core/symbols.py selects and guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+from collector import __version__
+from collector.core.symbols import SYMBOL
+
+TIMEOUT_S = 10.0
+MAX_BYTES = 1 << 20  # Gemini's listing is about 10 KB
+
+
+class ListingError(Exception):
+    """The listing could not be read or is not a list of symbols."""
+
+
+def _get(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={
+        "Accept": "application/json", "User-Agent": f"gemini-collector/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # http(s) only (config)
+            body: bytes = resp.read(MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise ListingError(f"HTTP {exc.code} from {url}") from None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, resets
+        raise ListingError(f"cannot read {url}: {exc}") from None
+    if len(body) > MAX_BYTES:
+        raise ListingError(f"{url}: answer larger than {MAX_BYTES} bytes")
+    return body
+
+
+def parse(body: bytes) -> tuple[str, ...]:
+    """A JSON list of symbols (Gemini lists them lower case) -> upper case, in order."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ListingError(f"not JSON: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
+        raise ListingError("not a JSON list of strings")
+    listing = tuple(dict.fromkeys(s.upper() for s in data))
+    bad = [s for s in listing if not SYMBOL.fullmatch(s)]
+    if bad:
+        raise ListingError(f"not a symbol: {bad[0][:40]!r}")
+    return listing
+
+
+async def fetch(rest_url: str, timeout: float = TIMEOUT_S) -> tuple[str, ...]:
+    """The listing; ListingError if it cannot be had."""
+    url = rest_url.rstrip("/") + "/v1/symbols"
+    return parse(await asyncio.to_thread(_get, url, timeout))
