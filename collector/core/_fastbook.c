@@ -154,15 +154,26 @@ cmp_digits(const Num *a, const Num *b)
     return c < 0 ? -1 : 1;
 }
 
-/* Order a level's price against `t` by value. */
-static int
-cmp_value(const Level *l, const Num *t)
+/* Order two prices by their keys: -1, 0 or 1 when the keys decide, KEYS_TIE when
+ * only their digits can (both far, or equal with the flag set). */
+#define KEYS_TIE 2
+static inline int
+cmp_keys(uint64_t a, uint64_t b)
 {
-    uint64_t a = l->key, b = t->key;
     if (a != b && ((a >> LEN_SHIFT) < LEN_FAR || (b >> LEN_SHIFT) < LEN_FAR))
         return a < b ? -1 : 1;
     if (a == b && !(a & 1))
         return 0;
+    return KEYS_TIE;
+}
+
+/* Order a level's price against `t` by value. */
+static int
+cmp_value(const Level *l, const Num *t)
+{
+    int c = cmp_keys(l->key, t->key);
+    if (c != KEYS_TIE)
+        return c;
     Num ln;
     parse_str(l->price, &ln);
     return cmp_digits(&ln, t);
@@ -172,12 +183,8 @@ cmp_value(const Level *l, const Num *t)
 static int
 cmp_num(const Num *a, const Num *b)
 {
-    uint64_t x = a->key, y = b->key;
-    if (x != y && ((x >> LEN_SHIFT) < LEN_FAR || (y >> LEN_SHIFT) < LEN_FAR))
-        return x < y ? -1 : 1;
-    if (x == y && !(x & 1))
-        return 0;
-    return cmp_digits(a, b);
+    int c = cmp_keys(a->key, b->key);
+    return c != KEYS_TIE ? c : cmp_digits(a, b);
 }
 
 /* Where `t` is, or would go, in the side's order (best last): searched from the best
