@@ -161,6 +161,9 @@ def header(symbol: str, stream: str, start_s: int, version: str, config: dict[st
     )
 
 
+HEADER_LINE_MAX = 1 << 20  # a segment's first line is read this far, at most, for its header
+
+
 def parse_header(line: bytes) -> dict[str, Any] | None:
     """The header record on `line` (a segment's first line), or None when it is not one."""
     try:

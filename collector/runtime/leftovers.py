@@ -13,8 +13,15 @@ from typing import Any
 import orjson
 import structlog
 
-from collector.core.format import CURRENT, SCHEMA, header_start_s, iso_time, parse_header
-from collector.runtime.segments import FIRST_LINE_MAX, free_name, period_start
+from collector.core.format import (
+    CURRENT,
+    HEADER_LINE_MAX,
+    SCHEMA,
+    header_start_s,
+    iso_time,
+    parse_header,
+)
+from collector.runtime.segments import free_name, period_start
 from collector.runtime.tree import open_file
 
 log = structlog.get_logger("segments")
@@ -49,7 +56,7 @@ def leftover_period(fd: int, symbol: str, raw: bool, period_s: int,
     """(period start, "") of a leftover current.jsonl open at `fd`, from its header (or, in
     a file from before segments had headers, its first record); (None, "") when it is
     empty, else (None, why it is corrupt)."""
-    line = os.pread(fd, FIRST_LINE_MAX, 0)
+    line = os.pread(fd, HEADER_LINE_MAX, 0)
     if not line:
         return None, ""
     nl = line.find(b"\n")

@@ -18,20 +18,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from collector.core.format import (
     COMPRESSED,
     SegmentName,
-    parse_header,
 )
-from collector.runtime.tree import folder_fd, open_file
+from collector.runtime.tree import open_file
 
 log = structlog.get_logger("segments")
 
-FIRST_LINE_MAX = 1 << 20  # a header is read this far, at most
 
 
 def period_start(now: float, period_s: int) -> int:
@@ -93,28 +90,7 @@ def free_name(names: Iterable[str], symbol: str, start: int) -> str:
     return SegmentName(start, n, symbol).plain
 
 
-def first_line(path: Path) -> bytes:
-    """The first line of `path` (at most 1 MiB of it); b"" when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.readline(FIRST_LINE_MAX)
-    except OSError:
-        return b""
-
-
-def peek_header(path: Path) -> dict[str, Any] | None:
-    """The header record on the first line of `path` (a `current.jsonl`), or None
-    when it has none (empty, unreadable, or written before segments had headers)."""
-    return parse_header(first_line(path))
-
-
 # ---- compression and retention --------------------------------------------------------------
-
-def compress(path: Path, method: str) -> Path:
-    """Compress a closed plain segment; returns the final path. Runs off the loop."""
-    with folder_fd(path.parent) as fd:
-        return path.with_name(compress_at(fd, path.parent, path.name, method))
-
 
 def compress_at(dir_fd: int, folder: Path, name: str, method: str) -> str:
     """Compress the closed plain segment `name` in `folder` (open at `dir_fd`); returns

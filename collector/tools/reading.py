@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from collector.core.format import CURRENT, TYPES, header_start_s, parse_header
+from collector.core.format import CURRENT, HEADER_LINE_MAX, TYPES, header_start_s, parse_header
 from collector.tools.decoding import DECODE_ERRORS, MAX_LINE, ReadError, bounded_lines, open_binary
 from collector.tools.listing import list_segments, list_symbols, open_segment
 
@@ -83,7 +83,7 @@ def _current_start_ns(path: Path) -> int | None:
     """The period start stated by the header of `path`, in epoch ns, if it has one."""
     try:
         with open_binary(path) as f:  # only a regular file: never waits on a FIFO
-            head = parse_header(f.readline(1 << 20))
+            head = parse_header(f.readline(HEADER_LINE_MAX))
     except (OSError, ReadError):
         return None  # reading it says what is wrong
     start = None if head is None else header_start_s(head)

@@ -65,7 +65,8 @@ def test_compress_round_trips_and_removes_the_plain_file(tmp_path):
     for method, opener in (("zstd", unzstd), ("gzip", ungzip)):
         name = f"BTCUSD.20251124T160000Z-{method}.jsonl".replace("-zstd", "").replace("-gzip", "-2")
         plain = touch(tmp_path / name, data)
-        final = segments.compress(plain, method)
+        with tree.folder_fd(tmp_path) as fd:
+            final = tmp_path / segments.compress_at(fd, tmp_path, plain.name, method)
         assert not plain.exists() and final.exists()
         assert opener(final) == data
         with open_binary(final) as f:
