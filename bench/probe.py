@@ -67,9 +67,10 @@ def main() -> int:
         from collector.runtime.feed import Feed
         went_live = Feed._went_live
 
-        def frozen_live(self: Feed) -> None:
-            went_live(self)
+        def frozen_live(self: Feed) -> float:
+            at = went_live(self)
             gc.freeze()
+            return at
         Feed._went_live = frozen_live  # type: ignore[method-assign]  # the probe's hook
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))

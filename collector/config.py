@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from collector.core import symbols as symbol_rules
 from collector.core.health import EXIT_AFTER_S, WRITER_STUCK_S
+from collector.gemini import limits
 
 EX_CONFIG = 78
 # Patterns are used with fullmatch: "$" would also accept a trailing newline.
@@ -37,6 +38,7 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "feed.healthy_after_s": (0.0, True, WEEK_S),
     "feed.discover_s": (0.0, False, WEEK_S),
     "feed.connect_burst": (1, True, 10_000),
+    "feed.symbols_per_socket": (1, True, 1000),
     "feed.connects_per_minute": (0.0, False, 1e6),
     "feed.max_connects_per_minute": (0.0, False, 1e6),
     "book.depth": (1, True, 1000),
@@ -164,7 +166,7 @@ class FeedConfig:
     healthy_after_s: float = 60.0  # a stream up this long resets the backoff
     connect_burst: int = 5
     connects_per_minute: float = 1.0
-    max_connects_per_minute: float = 60.0
+    max_connects_per_minute: float = limits.CONNECTS_PER_MINUTE  # across all symbols (and the burst)
     refused_retry_s: float = 300.0  # a symbol the exchange does not know (404)
     retry_after_max_s: float = 300.0  # cap on an exchange's HTTP Retry-After
     ping_interval_s: float = 20.0
@@ -175,6 +177,7 @@ class FeedConfig:
     exclude: tuple[str, ...] = ()  # globs removed after matching
     rest_url: str = "https://api.gemini.com"  # GET {rest_url}/v1/symbols when a glob is used
     discover_s: float = 300.0  # re-read the listing this often
+    symbols_per_socket: int = 50  # current API: symbols multiplexed on one connection (1 = own socket)
 
     def __post_init__(self) -> None:
         if not self.url and self.api in DEFAULT_URLS:

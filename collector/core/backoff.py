@@ -42,14 +42,14 @@ class TokenBucket:
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
-    def wait_time(self, now: float) -> float:
-        """Seconds until one token is available (0 when one is there now)."""
+    def wait_time(self, now: float, n: float = 1) -> float:
+        """Seconds until `n` tokens are available (0 when they are there now)."""
         self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+        return 0.0 if self.tokens >= n else (n - self.tokens) / self.rate
 
-    def take(self, now: float) -> None:
+    def take(self, now: float, n: float = 1) -> None:
         self._refill(now)
-        self.tokens -= 1
+        self.tokens -= n
 
 
 def acquire_wait(buckets: Sequence[TokenBucket], now: float) -> float:

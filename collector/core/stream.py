@@ -39,7 +39,8 @@ class StreamState(StrEnum):
 # The only moves a stream makes; anything else is a bug (`advance` raises).
 TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
     StreamState.IDLE: frozenset({StreamState.SUBSCRIBING, StreamState.BROKEN}),
-    StreamState.SUBSCRIBING: frozenset({StreamState.LIVE, StreamState.BROKEN}),
+    # SUBSCRIBING -> UNSUBSCRIBING: a snapshot that never came, asked for again
+    StreamState.SUBSCRIBING: frozenset({StreamState.LIVE, StreamState.BROKEN, StreamState.UNSUBSCRIBING}),
     StreamState.LIVE: frozenset({StreamState.BROKEN}),
     StreamState.BROKEN: frozenset({StreamState.UNSUBSCRIBING, StreamState.BROKEN}),
     StreamState.UNSUBSCRIBING: frozenset({StreamState.SUBSCRIBING, StreamState.BROKEN}),

@@ -66,7 +66,7 @@ from collector.gemini.current import (
     subscribe,
     unsubscribe,
 )
-from collector.gemini.wire import show
+from collector.gemini.wire import is_int, show
 
 MAX_HELD_TRADES = 10_000
 
@@ -153,6 +153,12 @@ class CurrentStream:
 
     def owns(self, req_id: int | None) -> bool:
         return req_id in self._pending
+
+    def renumber(self, req_id: int, to: Any) -> None:
+        """A replay adopts the id the run gave a request (a shared socket numbers the
+        requests of all its symbols in one series)."""
+        if req_id in self._pending and is_int(to):
+            self._pending[to] = self._pending.pop(req_id)
 
     def _request(self, method: str, names: list[str]) -> None:
         req_id = next(self._ids)

@@ -15,6 +15,11 @@ from collections.abc import Sequence
 # Current API (wss://ws.gemini.com): limits the server reports.
 CONNECT_ATTEMPTS = 300  # WebSocket connection attempts ...
 CONNECT_WINDOW_S = 300.0  # ... per 5 minutes, per client address
+# The process's connection budget: a bucket of C tokens refilled at C a minute allows
+# C + 5 C attempts in any 5 minutes, so C = 300 / 6 = 50 stays within the limit. It is the
+# only connection limit Gemini states, so v1 (a socket per symbol) follows it too: 347
+# symbols take 50 at once, then 50 a minute, about 6 minutes to all live.
+CONNECTS_PER_MINUTE = CONNECT_ATTEMPTS / (1 + CONNECT_WINDOW_S / 60)
 REQUEST_WEIGHT = 7_000  # request weight ...
 REQUEST_WINDOW_S = 10.0  # ... per 10 s (the collector budgets it per process, the stricter reading)
 

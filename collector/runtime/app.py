@@ -29,12 +29,12 @@ from collector.ops.heartbeat import HEALTH_FILE
 from collector.ops.monitor import Monitor
 from collector.runtime import discovery, tree
 from collector.runtime.feed import Feed
+from collector.runtime.sockets import SocketPool
 from collector.runtime.writer import Writer, raw_key
 
 log = structlog.get_logger("app")
 
 FEED_STOP_TIMEOUT_S = 2.0  # then feeds are cancelled; the writer still drains
-CURRENT_API_CONNECTS_PER_MINUTE = 50
 EX_LOCKED = 75  # EX_TEMPFAIL: another collector holds the output directory
 LOCK_NAME = ".collector.lock"
 HEALTH_FILES = (HEALTH_FILE, HEALTH_FILE + ".tmp")
@@ -94,9 +94,9 @@ class App:
         self.native = use_native_book()
         self.writer = Writer(cfg.output, config.to_dict(cfg))
         per_minute = cfg.feed.max_connects_per_minute
-        if cfg.feed.api == "current":  # Gemini allows 300 attempts per 5 min: 50 + 5 x 50
-            per_minute = min(per_minute, CURRENT_API_CONNECTS_PER_MINUTE)
         self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
+        self.pool = (SocketPool(cfg.feed, self.bucket)
+                     if cfg.feed.api == "current" and cfg.feed.symbols_per_socket > 1 else None)
         self.listing: tuple[str, ...] | None = None  # the last good symbol listing (globs)
         self.discovery_problem: str | None = None  # health: why the listing is not in use
         self._rediscover = asyncio.Event()  # reload: read the listing now
@@ -172,6 +172,8 @@ class App:
             return 1
         started = time.monotonic()
         await self._stop_feeds(list(self.feeds))
+        if self.pool is not None:
+            self.pool.close()
         await self.writer.stop()
         await writer
         log.info("stopped", seconds=round(time.monotonic() - started, 3),
@@ -256,7 +258,7 @@ class App:
             return added, removed
 
     def _feed(self, symbol: str) -> Feed:
-        return Feed(symbol, self.cfg, self.writer, self.bucket, native=self.native)
+        return Feed(symbol, self.cfg, self.writer, self.bucket, native=self.native, pool=self.pool)
 
     def _start_feed(self, feed: Feed) -> None:
         self._tasks[feed.symbol] = asyncio.create_task(self._guard(feed), name=f"feed-{feed.symbol}")

@@ -17,14 +17,15 @@ feed.retry_after_max_s), unknown kinds (`stream.count_unknown`, `Feed._unknown`)
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -36,11 +37,13 @@ from collector.core.book import HAVE_NATIVE
 from collector.core.format import Reason
 from collector.core.histogram import Histogram
 from collector.core.stream import OTHER, Counts, StreamBroken, SymbolStream, count_unknown
+from collector.gemini.current import Frame
 from collector.gemini.current_stream import CurrentStream
 from collector.gemini.v1_stream import V1Stream
 from collector.gemini.wire import retry_after_s
 from collector.runtime import transport
-from collector.runtime.transport import Connection, close_detail
+from collector.runtime.sockets import Link, SocketPool
+from collector.runtime.transport import Connection, close_detail, closed
 from collector.runtime.writer import Writer, raw_key
 
 STREAMS: dict[str, type[V1Stream] | type[CurrentStream]] = {"v1": V1Stream, "current": CurrentStream}
@@ -53,6 +56,9 @@ _unknown_logged: set[str] = set()
 # Breaks repaired on the same socket (where the stream can: UNSUBSCRIBE, ack, SUBSCRIBE,
 # snapshot), this many times in a row before the socket is replaced.
 RESUBSCRIBE_REASONS = (Reason.GAP, Reason.CROSSED)
+# On a shared socket every break of one symbol's stream is repaired that way (leaving and
+# joining again could bring back the old subscription's frames as the new snapshot).
+SHARED_REPAIRS = (*RESUBSCRIBE_REASONS, Reason.INVALID, Reason.SNAPSHOT_TIMEOUT)
 MAX_RESUBSCRIBES = 3
 REFREEZE_S = 60.0  # at most one full garbage collection this often (freeze_books)
 _refrozen_at = float("-inf")
@@ -115,7 +121,8 @@ class FeedStats(Counts):
 class Feed:
     def __init__(self, symbol: str, cfg: Config, writer: Writer, process_bucket: TokenBucket,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, native: bool = HAVE_NATIVE) -> None:
+                 rng: random.Random | None = None, native: bool = HAVE_NATIVE,
+                 pool: SocketPool | None = None) -> None:
         self.symbol = symbol
         self.cfg = cfg.feed
         self.depth = cfg.book.depth
@@ -126,15 +133,18 @@ class Feed:
         self.log = structlog.get_logger("feed").bind(symbol=symbol)
         self.stats = FeedStats()
         self.backoff = Backoff(self.cfg.backoff_initial_s, self.cfg.backoff_max_s, rng)
-        self.buckets = (
-            TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock()),
-            process_bucket,
-        )
+        own = TokenBucket(self.cfg.connect_burst, self.cfg.connects_per_minute, clock())
+        # On a shared socket a symbol's attempt is a SUBSCRIBE; the pool budgets its sockets.
+        self.buckets = (own,) if pool else (own, process_bucket)
+        self.pool = pool
         self.stream_class = STREAMS[self.cfg.api]
         self.url = self.stream_class.url(self.cfg.url, symbol, self.cfg.trades)
         self.raw_key = raw_key(symbol) if cfg.output.raw else None
         self._stopping = asyncio.Event()
         self._ws: Connection | None = None
+        self._link: Link | None = None  # on a shared socket
+        self._joining: asyncio.Future[Link] | None = None
+        self._alone = False  # repairs kept failing on a shared socket: take one of its own
         self._failures = 0  # failed attempts since the stream was last live
         self._stream: SymbolStream | None = None
         self._unknown_unlogged = 0  # unknown kinds not logged by name since the last summary
@@ -149,6 +159,10 @@ class Feed:
         self._stopping.set()
         if self._ws is not None:
             self._ws.transport.abort()  # nothing more is wanted from it; don't wait on a peer
+        if self._link is not None:
+            self._link.ready.set()
+        if self._joining is not None:
+            self._joining.cancel()
 
     def _to(self, state: FeedState) -> None:
         if state not in TRANSITIONS[self.stats.state]:
@@ -164,7 +178,7 @@ class Feed:
                 if not await self._acquire():
                     break
                 self._to(FeedState.CONNECTING)
-                delay = await self._session()
+                delay = await (self._shared_session() if self.pool else self._session())
                 self._to(FeedState.BACKOFF)
                 await self._sleep(delay)
                 self._to(FeedState.WAITING)
@@ -195,8 +209,8 @@ class Feed:
         """One connection, from handshake to break; returns the delay before the next.
 
         Where the stream repairs in place and feed.repair = "resubscribe", a gap or a
-        crossed book is repaired on the same socket (`SymbolStream.resync`), up to
-        MAX_RESUBSCRIBES times in a row; every other break ends the session."""
+        crossed book is repaired on the same socket (`_repair`), up to MAX_RESUBSCRIBES
+        times in a row; every other break ends the session."""
         cfg = self.cfg
         self.stats.connects += 1
         try:
@@ -210,20 +224,15 @@ class Feed:
             await ws.close()
             return 0.0
         self._ws = ws
-        self._to(FeedState.SNAPSHOT)
-        self.log.info("connected", url=self.url)
-        if self.raw_key:
-            await self.writer.put(self.raw_key, rawlog.connect(self.url, time.time_ns()))
-        stream = self._stream = self.stream_class(
-            self.symbol, self.depth, self.emit_every, self._unknown, self.stats, self.native,
-            trades=cfg.trades)
+        stream = await self._opened(self.url)
+        send = functools.partial(self._send, functools.partial(ws.send, text=True))
         in_place = stream.REPAIRS_IN_PLACE and cfg.repair == "resubscribe"
         live_since: float | None = None
         expired: list[StreamBroken] = []
-        watch = asyncio.create_task(self._deadlines(ws, stream, expired))
+        watch = self._watch(ws.transport.abort, stream, expired)
         try:
             stream.start()
-            await self._send(ws, stream.take_requests())
+            await send(stream.take_requests())
             while True:
                 try:
                     raw = await ws.recv(decode=False)
@@ -232,31 +241,24 @@ class Feed:
                         return 0.0
                     if expired:
                         raise expired[0] from None
-                    raise _closed(exc, stream, cfg.ping_timeout_s) from None
+                    raise closed(exc, cfg.ping_timeout_s, stream.HEARTBEATS) from None
                 try:
                     if self.raw_key:
-                        data = await self._consume(stream, raw)
+                        data = await self._consume(stream, raw, None, time.time_ns())
                     else:  # the per-frame path: no coroutine beyond recv() unless the queue is full
                         self.stats.last_frame = self.clock()
                         data = stream.feed(raw, time.time_ns())
                 except StreamBroken as broken:
-                    if (not in_place or broken.reason not in RESUBSCRIBE_REASONS
-                            or self._failures >= MAX_RESUBSCRIBES):
+                    if not (in_place and await self._repair(broken, stream, send, RESUBSCRIBE_REASONS)):
                         raise
-                    await self._break(broken.reason, **broken.fields)
-                    if live_since is not None:
-                        self._to(FeedState.SNAPSHOT)
-                        live_since = None
-                    stream.resync()
-                    await self._send(ws, stream.take_requests())
+                    live_since = None
                     watch.cancel()  # a new snapshot deadline
-                    watch = asyncio.create_task(self._deadlines(ws, stream, expired))
+                    watch = self._watch(ws.transport.abort, stream, expired)
                     continue
                 if stream.outbox:  # current API: SUBSCRIBE once an UNSUBSCRIBE is acked
-                    await self._send(ws, stream.take_requests())
+                    await send(stream.take_requests())
                 if live_since is None and stream.live:
-                    live_since = self.clock()
-                    self._went_live()
+                    live_since = self._went_live()
                 if data and not self.writer.offer(self.symbol, data):
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
@@ -270,14 +272,119 @@ class Feed:
             watch.cancel()
             await self._hang_up(ws)
 
-    async def _deadlines(self, ws: Connection, stream: SymbolStream,
+    async def _shared_session(self) -> float:
+        """`_session` on a socket shared with other symbols (`SocketPool`): frames come
+        from this symbol's `Link`, a break is repaired by resubscribing this symbol alone,
+        and a symbol whose repairs keep failing moves to a socket of its own."""
+        assert self.pool is not None
+        self.stats.connects += 1
+        joining = self._joining = asyncio.ensure_future(self.pool.join(self.symbol, self._alone))
+        try:
+            link = await joining
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stopping.is_set() or (task is not None and task.cancelling()):
+                raise
+            return 0.0
+        except InvalidStatus as exc:
+            return await self._refused(exc)
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            await self._break(Reason.CLOSED, detail=f"connect failed: {exc!r}")
+            return self.backoff.next_delay()
+        finally:
+            self._joining = None
+        self._link = link
+        stream = await self._opened(f"{self.pool.url} (socket {link.socket.slot})", link.socket.ids)
+        send = functools.partial(self._send, link.send)
+        in_place = self.cfg.repair == "resubscribe"
+        live_since: float | None = None
+        expired: list[StreamBroken] = []
+        watch = self._watch(link.ready.set, stream, expired)
+        inbox = link.inbox
+        try:
+            stream.start()
+            await send(stream.take_requests())
+            while True:
+                if not inbox:
+                    if self._stopping.is_set():
+                        return 0.0
+                    if link.ended is not None:
+                        raise link.ended
+                    if not expired:
+                        link.ready.clear()
+                        await link.ready.wait()
+                        continue
+                try:
+                    if expired:
+                        raise expired.pop()
+                    recv_ns, raw, frame = inbox.popleft()
+                    if not link.drained.is_set():
+                        link.took()
+                    data = await self._consume(stream, raw, frame, recv_ns)
+                except StreamBroken as broken:
+                    if not (in_place and await self._repair(broken, stream, send, SHARED_REPAIRS)):
+                        if self._failures >= MAX_RESUBSCRIBES:
+                            self._alone = True
+                            self.log.warning("repairs keep failing: moving to a socket of its own")
+                        raise
+                    link.live = False
+                    live_since = None
+                    watch.cancel()
+                    watch = self._watch(link.ready.set, stream, expired)
+                    continue
+                if stream.outbox:
+                    await send(stream.take_requests())
+                if live_since is None and stream.live:
+                    live_since = self._went_live()
+                    link.live = True
+                if data and not self.writer.offer(self.symbol, data):
+                    await self.writer.put(self.symbol, data)
+        except StreamBroken as broken:
+            return await self._broken(broken, live_since)
+        finally:
+            watch.cancel()
+            link.live = False
+            self._link = None
+            link.socket.leave(link, self._stopping.is_set())
+
+    async def _opened(self, where: str, ids: Iterator[int] | None = None) -> SymbolStream:
+        """A connection is open (or a place on one): a new stream for it."""
+        self._to(FeedState.SNAPSHOT)
+        self.log.info("connected", url=where)
+        if self.raw_key:
+            await self.writer.put(self.raw_key, rawlog.connect(where, time.time_ns()))
+        extra: dict[str, Any] = {} if ids is None else {"ids": ids}
+        stream = self._stream = self.stream_class(
+            self.symbol, self.depth, self.emit_every, self._unknown, self.stats, self.native,
+            trades=self.cfg.trades, **extra)
+        return stream
+
+    async def _repair(self, broken: StreamBroken, stream: SymbolStream,
+                      send: Callable[[list[bytes]], Awaitable[None]], reasons: tuple[Reason, ...]) -> bool:
+        """Repair a break for one of `reasons` on the same socket (resubscribe), unless
+        that has failed MAX_RESUBSCRIBES times in a row; False: the session must end."""
+        if broken.reason not in reasons or self._failures >= MAX_RESUBSCRIBES:
+            return False
+        await self._break(broken.reason, **broken.fields)
+        if self.stats.state is FeedState.LIVE:
+            self._to(FeedState.SNAPSHOT)
+        stream.resync()
+        await send(stream.take_requests())
+        return True
+
+    def _watch(self, expire: Callable[[], object], stream: SymbolStream,
+               expired: list[StreamBroken]) -> asyncio.Task[None]:
+        return asyncio.create_task(self._deadlines(expire, stream, expired))
+
+    async def _deadlines(self, expire: Callable[[], object], stream: SymbolStream,
                          expired: list[StreamBroken]) -> None:
         """The snapshot deadline, and (with heartbeats) the stale one. One sleep per
         deadline, moved on by the frames that came meanwhile, instead of a timer armed
-        around every recv (that cost ~15% of the per-frame time). On expiry the socket
-        is aborted and recv() raises. Without heartbeats data silence is never a break
-        (a quiet book may say nothing for half a minute): websockets' keepalive pings
-        prove the connection instead."""
+        around every recv (that cost ~15% of the per-frame time). On expiry the break is
+        noted and `expire` called: it aborts a socket of the symbol's own (recv() then
+        raises), or wakes a shared socket's symbol. Without heartbeats data silence is
+        never a break (a quiet book may say nothing for half a minute): websockets'
+        keepalive pings prove the connection instead."""
         cfg = self.cfg
         opened = self.clock()
         while True:
@@ -292,7 +399,7 @@ class Feed:
                 detail = (f"no frame for {limit} s" if what is Reason.STALE
                           else f"no snapshot in {limit} s")
                 expired.append(StreamBroken(what, detail=detail))
-                ws.transport.abort()
+                expire()
                 return
             await asyncio.sleep(left)
 
@@ -302,20 +409,22 @@ class Feed:
         self._ws = None
         ws.transport.abort() if self._stopping.is_set() else await ws.close()
 
-    async def _send(self, ws: Connection, requests: list[bytes]) -> None:
+    async def _send(self, send: Callable[[bytes], Awaitable[None]], requests: list[bytes]) -> None:
         """Send a stream's requests; each is also logged raw (a `sent` line), so that a
         replay can redo the same repairs and check it asked for the same things."""
         for req in requests:
-            await ws.send(req, text=True)
+            await send(req)
             if self.raw_key:
                 await self.writer.put(self.raw_key, rawlog.sent(req, time.time_ns()))
 
-    async def _consume(self, stream: SymbolStream, raw: bytes) -> bytes:
-        """One frame into the stream (and the raw log, when on); StreamBroken propagates."""
-        recv_ns = time.time_ns()
+    async def _consume(self, stream: SymbolStream, raw: bytes, frame: Frame | None,
+                       recv_ns: int) -> bytes:
+        """One frame into the stream (and the raw log, when on); StreamBroken propagates.
+        On a shared socket the frame comes parsed (`frame`), unless it was invalid."""
         self.stats.last_frame = self.clock()
         try:
-            data = stream.feed(raw, recv_ns)
+            data = (stream.feed(raw, recv_ns) if frame is None
+                    else cast(CurrentStream, stream).feed_frame(frame, recv_ns))
         except StreamBroken as broken:
             if self.raw_key:
                 await self.writer.put(self.raw_key, rawlog.frame(
@@ -329,14 +438,17 @@ class Feed:
         """Mark a break; the delay before the next attempt."""
         if live_since is not None and self.clock() - live_since >= self.cfg.healthy_after_s:
             self.backoff.reset()
+            self._alone = False  # healthy on a socket of its own: it may share again
         await self._break(broken.reason, **broken.fields)
         return self.backoff.next_delay()
 
-    def _went_live(self) -> None:
+    def _went_live(self) -> float:
+        """The stream is live; when it went live."""
         freeze_books(time.monotonic())
         self._to(FeedState.LIVE)
         self._failures = 0
         self.log.info("live", levels=self._levels())
+        return self.clock()
 
     async def _refused(self, exc: InvalidStatus) -> float:
         status = exc.response.status_code
@@ -396,13 +508,3 @@ class Feed:
         bid, ask = book.bids.top(1), book.asks.top(1)
         return (bid[0][0] if bid else None), (ask[0][0] if ask else None)
 
-
-def _closed(exc: ConnectionClosed, stream: SymbolStream, ping_timeout_s: float) -> StreamBroken:
-    """The break a closed connection means. Without heartbeats the keepalive is what
-    finds a stale connection: 1011 sent and nothing received is websockets giving up
-    on a dead peer."""
-    if (not stream.HEARTBEATS and exc.rcvd is None and exc.sent is not None
-            and exc.sent.code == 1011):
-        return StreamBroken(Reason.STALE, detail=f"no pong within {ping_timeout_s} s "
-                                                 "(dead connection)")
-    return StreamBroken(Reason.CLOSED, detail=close_detail(exc))

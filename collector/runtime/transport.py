@@ -55,11 +55,13 @@ from websockets.frames import OK_CLOSE_CODES, Close, CloseCode
 from websockets.http11 import Response
 
 from collector.config import PICOWS_INSTALL_HINT, ConfigError, FeedConfig
+from collector.core.format import Reason
+from collector.core.stream import StreamBroken
 
 if TYPE_CHECKING:
     from picows import WSFrame, WSTransport
 
-__all__ = ["Connection", "PicowsConnection", "close_detail", "connect"]
+__all__ = ["Connection", "PicowsConnection", "close_detail", "closed", "connect"]
 
 MAX_SIZE = 64 * 2**20  # largest message accepted (a full-depth snapshot is far smaller)
 MAX_QUEUE = 64  # received messages held before reading pauses (websockets' max_queue)
@@ -165,6 +167,16 @@ def close_detail(exc: ConnectionClosed) -> str:
     if rcvd is None:
         return "connection lost without a close frame"
     return f"closed by peer: code {rcvd.code} {rcvd.reason!r}".rstrip()
+
+
+def closed(exc: ConnectionClosed, ping_timeout_s: float, heartbeats: bool) -> StreamBroken:
+    """The break a closed connection means. Without heartbeats the keepalive is what
+    finds a stale connection: 1011 sent and nothing received is websockets giving up
+    on a dead peer."""
+    if (not heartbeats and exc.rcvd is None and exc.sent is not None
+            and exc.sent.code == CloseCode.INTERNAL_ERROR):
+        return StreamBroken(Reason.STALE, detail=f"no pong within {ping_timeout_s} s (dead connection)")
+    return StreamBroken(Reason.CLOSED, detail=close_detail(exc))
 
 
 def _response(exc: Any) -> Response:

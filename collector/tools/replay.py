@@ -65,9 +65,12 @@ class _Current:
     def sent(self, text: str, where: str) -> None:
         self._repaired_in_place()
         want = self.unsent.popleft() if self.unsent else None
-        if want != text.encode():
+        run, replay = _request(text), _request(want) if want is not None else None
+        if replay is None or run is None or run[1] != replay[1]:
             expected = want.decode() if want is not None else "nothing"
             raise ReplayError(f"{where}: the run sent {text}, the replay would have sent {expected}")
+        # A socket shared by several symbols numbers their requests in one series.
+        self.stream.renumber(replay[0], run[0])
 
     def _repaired_in_place(self) -> None:
         # More on the same connection after a break (no `connect` line came between):
@@ -76,6 +79,15 @@ class _Current:
             self.broken = False
             self.stream.resync()
             self.unsent.extend(self.stream.take_requests())
+
+
+def _request(text: str | bytes) -> tuple[Any, Any] | None:
+    """A request's id, and the rest of it; None if it is not a JSON object."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return (msg.pop("id", None), msg) if isinstance(msg, dict) else None
 
 
 _REASONS = frozenset(r.value for r in Reason)
@@ -220,7 +232,9 @@ def main_replay(argv: list[str], stdout: IO[bytes] | None = None) -> int:
     stderr naming it), 2 usage error."""
     parser = argparse.ArgumentParser(
         prog="collector replay",
-        description="Rebuild records from raw frames (output.raw = true) as JSON lines on stdout.")
+        description="Rebuild records from raw frames (output.raw = true) as JSON lines on stdout.",
+        epilog="exit status: 0 done; 1 a raw file that cannot be replayed (named on stderr); "
+               "2 usage error, or no raw frames under DIR.")
     parser.add_argument("dir", type=Path, help="the output directory of a run with raw frames")
     parser.add_argument("--symbol", action="append", help="only these symbols (repeatable)")
     parser.add_argument("--depth", type=_depth_arg,

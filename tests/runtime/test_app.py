@@ -164,14 +164,14 @@ async def test_kill_9_then_restart_leaves_files_that_verify(tmp_path):
             check_against_truth(sim, recs, sym)
 
 
-def test_current_api_connection_budget_fits_gemini_limit(tmp_path):
-    """Gemini's current API allows 300 connection attempts per 5 minutes."""
+@pytest.mark.parametrize("api", ["v1", "current"])
+def test_default_connection_budget_fits_gemini_limit(tmp_path, api):
+    """Gemini allows 300 connection attempts per 5 minutes; the default budget uses it all."""
     from collector import config
     from collector.runtime.app import App
 
-    cfg = config.from_dict({"feed": {"symbols": ["BTCUSD"], "api": "current",
-                                     "max_connects_per_minute": 600},
+    cfg = config.from_dict({"feed": {"symbols": ["BTCUSD"], "api": api},
                             "output": {"dir": str(tmp_path)}})
     bucket = App(cfg).bucket
     # the most attempts any 5 minutes can hold: the whole burst, then 5 minutes of refill
-    assert bucket.capacity + 5 * 60 * bucket.rate <= 300
+    assert bucket.capacity + 5 * 60 * bucket.rate == pytest.approx(300)

@@ -101,6 +101,9 @@ FAULTS = [
     ("close", "closed"),
     ("stall", "stale"),
 ]
+# Faults on a whole socket: on a shared one (the current API's default) every symbol it
+# carries is marked; "garbage" is a truncated frame that names no symbol.
+SOCKET_FAULTS = {"close", "stall", "garbage"}
 
 
 @pytest.mark.parametrize("fault, reason", FAULTS)
@@ -125,7 +128,22 @@ async def test_each_fault_is_marked_and_healed(sim, tmp_path, fault, reason, api
         assert resync["detail"]
     if reason == "invalid":
         assert "sample" in resync
-    # the other symbol never noticed
+    # the other symbol never noticed, unless it shared the broken socket
+    shared = api == "current" and fault in SOCKET_FAULTS
+    assert reasons(read_records(tmp_path, "ETHUSD")) == (["start", reason] if shared else ["start"])
+
+
+@pytest.mark.parametrize("fault, reason", [f for f in FAULTS if f[0] in SOCKET_FAULTS])
+async def test_a_socket_of_its_own_keeps_socket_faults_from_neighbours(sim, tmp_path, fault, reason):
+    """feed.symbols_per_socket = 1 on the current API: a socket per symbol, as on v1."""
+    cfg = config_for("current", sim, tmp_path, SYMBOLS, feed={"symbols_per_socket": 1})
+    async with running(cfg) as app:
+        btc = app.feeds["BTCUSD"]
+        await wait_until(lambda: all(f.stats.live for f in app.feeds.values()))
+        sim.inject("BTCUSD", fault)
+        await wait_until(lambda: btc.stats.resyncs[reason] >= 1, what=f"{reason} resync")
+        await wait_until(lambda: btc.stats.live, what="healed")
+    assert reasons(read_records(tmp_path, "BTCUSD")) == ["start", reason]
     assert reasons(read_records(tmp_path, "ETHUSD")) == ["start"]
 
 

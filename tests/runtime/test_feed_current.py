@@ -81,11 +81,12 @@ async def test_a_book_quiet_for_35_s_stays_live_with_the_real_liveness_settings(
         async with running(cfg) as app:
             quiet = app.feeds["QUIETUSD"]
             await wait_until(lambda: quiet.stats.live)
-            ws = quiet._ws
+            assert quiet._link is not None  # on a shared socket, the default
+            ws = quiet._link.socket.ws
             assert isinstance(ws, ClientConnection)  # the default transport, websockets
             await asyncio.sleep(35)  # the condition is time passing
             assert quiet.stats.live and sum(quiet.stats.resyncs.values()) == 0
-            assert quiet._ws is ws and quiet.stats.connects == 1
+            assert quiet._link.socket.ws is ws and quiet.stats.connects == 1
             assert quiet.clock() - quiet.stats.last_frame >= 35  # truly silent: not one frame
             assert ws.latency > 0  # ... yet the keepalive ping went out and its pong came back
             assert app.monitor.problems() == []  # and health does not call it quiet
