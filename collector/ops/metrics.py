@@ -195,12 +195,43 @@ class AppCollector:
         yield from c.values()
         yield from (live, age, levels, latency)
         yield from self._writer(GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
+        yield from self._sockets(GaugeMetricFamily, CounterMetricFamily)
+        yield from self._discovery(GaugeMetricFamily)
         problems = self.monitor.problems(now)
         yield GaugeMetricFamily("collector_healthy", "1 when /healthz answers 200.",
                                 value=0.0 if problems else 1.0)
         info = InfoMetricFamily("collector", "The collector's version.")
         info.add_metric([], {"version": __version__})
         yield info
+
+    def _sockets(self, gauge: Any, counter: Any) -> Iterator[Metric]:
+        """Shared sockets (current API, feed.symbols_per_socket > 1), by slot: a small
+        number reused once its socket is gone, so the series stay few."""
+        pool = getattr(self.app, "pool", None)
+        if pool is None:
+            return
+        carried = gauge("collector_socket_symbols", "Symbols a shared socket carries.", labels=["socket"])
+        live = gauge("collector_socket_live", "Symbols live on a shared socket.", labels=["socket"])
+        for s in pool.status():
+            carried.add_metric([str(s["slot"])], s["symbols"])
+            live.add_metric([str(s["slot"])], s["live"])
+        yield from (carried, live)
+        yield counter("collector_sockets_opened", "Shared sockets opened (connection attempts).",
+                      value=pool.opened)
+        yield counter("collector_socket_strays", "Frames for symbols their socket no longer carries.",
+                      value=pool.strays)
+
+    def _discovery(self, gauge: Any) -> Iterator[Metric]:
+        """The symbol listing (feed.symbols with globs)."""
+        yield gauge("collector_symbols_recorded", "Symbols being recorded.", value=len(self.app.feeds))
+        listing = getattr(self.app, "listing", None)
+        if listing is None:
+            return
+        yield gauge("collector_symbols_listed", "Symbols in the exchange's last good listing.",
+                    value=len(listing))
+        yield gauge("collector_discovery_last_refresh_timestamp_seconds",
+                    "Unix time the listing was last read successfully.",
+                    value=getattr(self.app, "listed_at", 0.0) or 0.0)
 
     def _writer(self, gauge: Any, counter: Any, histogram: Any) -> Iterator[Metric]:
         w = self.app.writer

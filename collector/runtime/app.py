@@ -98,6 +98,7 @@ class App:
         self.pool = (SocketPool(cfg.feed, self.bucket)
                      if cfg.feed.api == "current" and cfg.feed.symbols_per_socket > 1 else None)
         self.listing: tuple[str, ...] | None = None  # the last good symbol listing (globs)
+        self.listed_at: float | None = None  # when it was read (unix time)
         self.discovery_problem: str | None = None  # health: why the listing is not in use
         self._rediscover = asyncio.Event()  # reload: read the listing now
         self._changing = asyncio.Lock()  # one change of the symbol set at a time
@@ -171,6 +172,8 @@ class App:
             log.critical("writer died; exiting", error=repr(err), exc_info=err)
             return 1
         started = time.monotonic()
+        if self.pool is not None:
+            self.pool.closing = True
         await self._stop_feeds(list(self.feeds))
         if self.pool is not None:
             self.pool.close()
@@ -220,7 +223,7 @@ class App:
                 else:
                     backoff.reset()
                     self.discovery_problem = None
-                    self.listing = listing
+                    self.listing, self.listed_at = listing, time.time()
                     await self._apply()
             try:
                 async with asyncio.timeout(delay):

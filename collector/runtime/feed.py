@@ -144,7 +144,8 @@ class Feed:
         self._ws: Connection | None = None
         self._link: Link | None = None  # on a shared socket
         self._joining: asyncio.Future[Link] | None = None
-        self._alone = False  # repairs kept failing on a shared socket: take one of its own
+        self._alone = False  # kept breaking on a shared socket: take one of its own
+        self._breaks = 0  # breaks on shared sockets since the stream was last healthy
         self._failures = 0  # failed attempts since the stream was last live
         self._stream: SymbolStream | None = None
         self._unknown_unlogged = 0  # unknown kinds not logged by name since the last summary
@@ -322,10 +323,13 @@ class Feed:
                         link.took()
                     data = await self._consume(stream, raw, frame, recv_ns)
                 except StreamBroken as broken:
+                    if self._keeps_breaking(live_since):
+                        self._alone = True
+                        self.log.warning("keeps breaking: moving to a socket of its own",
+                                         breaks=self._breaks)
+                        self._breaks = 0
+                        raise
                     if not (in_place and await self._repair(broken, stream, send, SHARED_REPAIRS)):
-                        if self._failures >= MAX_RESUBSCRIBES:
-                            self._alone = True
-                            self.log.warning("repairs keep failing: moving to a socket of its own")
                         raise
                     link.live = False
                     live_since = None
@@ -345,7 +349,15 @@ class Feed:
             watch.cancel()
             link.live = False
             self._link = None
-            link.socket.leave(link, self._stopping.is_set())
+            link.socket.leave(link)
+
+    def _keeps_breaking(self, live_since: float | None) -> bool:
+        """One more break on a shared socket; True once more than MAX_RESUBSCRIBES came
+        without the stream staying live feed.healthy_after_s in between."""
+        if live_since is not None and self.clock() - live_since >= self.cfg.healthy_after_s:
+            self._breaks = 0
+        self._breaks += 1
+        return self._breaks > MAX_RESUBSCRIBES
 
     async def _opened(self, where: str, ids: Iterator[int] | None = None) -> SymbolStream:
         """A connection is open (or a place on one): a new stream for it."""

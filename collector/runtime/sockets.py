@@ -133,7 +133,7 @@ class SharedSocket:
             except ConnectionClosed:
                 pass  # the reader ends every link with the break
 
-    def leave(self, link: Link, stopping: bool) -> None:
+    def leave(self, link: Link) -> None:
         """A feed is done with its link. While the socket lives, its streams are
         unsubscribed (so the socket may serve others); the last one out closes it."""
         if self.links.get(link.symbol) is not link:
@@ -145,7 +145,7 @@ class SharedSocket:
             del self._owners[req_id]
         if not self.links:
             self.close()
-        elif not stopping and link.ended is None and self.ws is not None:
+        elif not self.pool.closing and link.ended is None and self.ws is not None:
             names = streams(link.symbol, self.pool.cfg.trades)
             req = unsubscribe_request(names, next(self.ids))
             task = asyncio.create_task(self._unsubscribe(req, len(names)))
@@ -172,14 +172,11 @@ class SharedSocket:
         try:
             await self.pool.connect_budget()
             ws = await transport.connect(self.pool.url, self.pool.cfg)
-        except BaseException as exc:
-            self.gone = True
-            self.pool.forget(self)
-            if not self.opened.done():
-                self.opened.set_exception(exc)
-                self.opened.exception()  # retrieved: the joiners each get it
-            if not isinstance(exc, Exception):
-                raise
+        except asyncio.CancelledError:  # closed before it opened: nobody is waiting
+            self._failed(ConnectionError("socket closed before it opened"))
+            raise
+        except Exception as exc:
+            self._failed(exc)
             return
         self.ws = ws
         self.opened.set_result(None)
@@ -192,6 +189,14 @@ class SharedSocket:
         ws.transport.abort()
         for link in list(self.links.values()):
             link.end(broken)
+
+    def _failed(self, exc: Exception) -> None:
+        """Connecting failed: every symbol waiting to join gets `exc`."""
+        self.gone = True
+        self.pool.forget(self)
+        if not self.opened.done():
+            self.opened.set_exception(exc)
+            self.opened.exception()  # retrieved: the joiners each get it
 
     async def _read(self, ws: Connection) -> StreamBroken:
         links, owners = self.links, self._owners
@@ -252,8 +257,10 @@ class SocketPool:
         self.invalid = 0  # invalid frames naming no symbol of their socket: given to all its symbols
         self.unknowns: Counter[str] = Counter()  # frames of unknown kinds (bounded names)
         self.background: set[asyncio.Task[None]] = set()
+        self.closing = False  # the collector is stopping: symbols leave without unsubscribing
         self._slots = itertools.count()
         self._free: list[int] = []
+        self._gone_strays = 0
 
     async def join(self, symbol: str, alone: bool = False) -> Link:
         """A link for `symbol` on a socket with room (a new one if none has room, or
@@ -267,7 +274,7 @@ class SocketPool:
         try:
             await asyncio.shield(sock.opened)
         except BaseException:
-            sock.leave(link, stopping=True)
+            sock.leave(link)
             raise
         return link
 
@@ -275,6 +282,7 @@ class SocketPool:
         if self.sockets.get(sock.slot) is sock:
             del self.sockets[sock.slot]
             self._free.append(sock.slot)
+            self._gone_strays += sock.strays
 
     async def connect_budget(self) -> None:
         while wait := acquire_wait((self.bucket,), time.monotonic()):
@@ -298,10 +306,15 @@ class SocketPool:
             log.warning("unknown event type skipped", kind=kind)
 
     def close(self) -> None:
+        self.closing = True
         for sock in list(self.sockets.values()):
             sock.close()
         for task in self.background:
             task.cancel()
+
+    @property
+    def strays(self) -> int:
+        return sum(s.strays for s in self.sockets.values()) + self._gone_strays
 
     def status(self) -> list[dict[str, Any]]:
         """Per socket: symbols carried and live (metrics)."""

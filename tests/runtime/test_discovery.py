@@ -137,3 +137,34 @@ async def test_sighup_applies_globs_and_exclude(make_sim, tmp_path):
         assert await app.reload()
         await wait_until(lambda: set(app.feeds) == {"BTCUSD"}, what="exclude applied")
     assert reasons(read_records(out, "SOLUSD")) == ["start"]  # still listed: no `unlisted`
+
+
+async def test_unlisting_on_a_shared_socket_and_the_discovery_metrics(make_sim, tmp_path):
+    """Current API: the unlisted symbol leaves its shared socket, its neighbour goes on
+    untouched, and the metrics give the listing's size and age."""
+    from prometheus_client import generate_latest
+
+    from collector.ops.metrics import build_registry
+
+    sim = await make_sim(symbols=["BTCUSD", "ETHUSD", "SOLUSD"], rate=100.0, ping_interval=0.2)
+    cfg = make_config(sim.current_url, tmp_path, ["*"], feed={
+        "api": "current", "rest_url": sim.rest_url, "discover_s": 0.1})
+    async with running(cfg) as app:
+        await wait_until(lambda: len(app.feeds) == 3
+                         and all(f.stats.live for f in app.feeds.values()), what="all live")
+        assert app.pool is not None and app.pool.opened == 1
+        text = generate_latest(build_registry(app, app.monitor)).decode()
+        assert "collector_symbols_listed 3.0" in text and "collector_symbols_recorded 3.0" in text
+        assert app.listed_at is not None
+        stamp = float(text.split("\ncollector_discovery_last_refresh_timestamp_seconds ")[1].split()[0])
+        assert abs(stamp - app.listed_at) < 1
+        sim.set_listed(["BTCUSD", "SOLUSD"])
+        await wait_until(lambda: "ETHUSD" not in app.feeds, what="ETHUSD stopped")
+        assert [len(s.links) for s in app.pool.sockets.values()] == [2]
+        btc = app.feeds["BTCUSD"].stats.updates
+        await wait_until(lambda: app.feeds["BTCUSD"].stats.updates > btc + 20, what="BTCUSD goes on")
+        text = generate_latest(build_registry(app, app.monitor)).decode()
+        assert "collector_symbols_listed 2.0" in text and "collector_symbols_recorded 2.0" in text
+    assert reasons(read_records(tmp_path, "ETHUSD")) == ["start", "unlisted"]
+    for sym in ("BTCUSD", "SOLUSD"):
+        assert reasons(read_records(tmp_path, sym)) == ["start"]
