@@ -18,6 +18,7 @@ import structlog
 
 from collector import __version__, config
 from collector.core.format import RAW_DIR
+from collector.core.symbols import has_globs
 from collector.ops import logs
 
 EX_IOERR = 74  # output.dir failed for a reason a restart may fix (disk full, I/O error)
@@ -132,8 +133,9 @@ def raise_fd_limit(cfg: config.Config) -> tuple[int, int] | None:
     infinite = resource.RLIM_INFINITY
     if soft == infinite or soft >= need:
         return None
-    why = (f"{len(cfg.feed.symbols)} symbols need {need} file descriptors "
-           f"({config.fds_per_symbol(cfg)} per symbol + {config.FD_RESERVE} reserved)")
+    globs = " (a glob counts as a whole exchange)" if has_globs(cfg.feed.symbols) else ""
+    why = (f"{config.symbols_planned(cfg)} symbols need {need} file descriptors{globs}, "
+           f"{config.FD_RESERVE} of them reserved")
     hint = "raise it (LimitNOFILE= in the systemd unit, ulimit -n in a shell) or list fewer symbols"
     where = f"{cfg.path or '<config>'}: feed.symbols"
     if hard != infinite and hard < need:

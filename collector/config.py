@@ -50,11 +50,15 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "output.retain_gb": (0.0, True, 1e6),
     "health.writer_stuck_s": (0.0, False, WEEK_S),
     "health.exit_after_s": (0.0, False, WEEK_S),
+    "publish.replicas": (1, True, 5),  # JetStream's largest replica count
+    "publish.stuck_s": (0.0, False, WEEK_S),
+    "publish.stop_timeout_s": (0.0, False, 3600.0),
 }
 # File descriptors, measured: per symbol its socket, current.jsonl and that file's folder (and
 # with output.raw the raw file and its folder), over about 15 fixed; the reserve holds those
 # (stdio, event loop, lock, metrics listener and clients, heartbeat, compression, resolver).
 FD_PER_SYMBOL, FD_PER_RAW, FD_RESERVE = 3, 2, 64
+GLOB_SYMBOLS = 500  # a glob may match a whole exchange: Gemini lists 347 symbols
 COMPRESSIONS = ("zstd", "gzip", "none")
 TRANSPORTS = ("websockets", "picows")  # feed.transport; transport.py implements them
 PICOWS_INSTALL_HINT = 'needs picows, which is not installed: pip install "gemini-collector[picows]"'
@@ -133,13 +137,20 @@ def check_url(url: str, api: str, schemes: tuple[str, ...] = ("ws", "wss")) -> N
         raise ValueError(f"must not have a ?query {why}: {_show(url)}")
 
 
-def fds_per_symbol(cfg: Config) -> int:
-    return FD_PER_SYMBOL + (FD_PER_RAW if cfg.output.raw else 0)
+def symbols_planned(cfg: Config) -> int:
+    """How many symbols the descriptor budget plans for: the exact entries of
+    feed.symbols, and GLOB_SYMBOLS more when it has a glob."""
+    globs = symbol_rules.has_globs(cfg.feed.symbols)
+    return sum(not symbol_rules.has_globs([s]) for s in cfg.feed.symbols) + (GLOB_SYMBOLS if globs else 0)
 
 
 def fds_needed(cfg: Config) -> int:
-    """File descriptors a collector with this config needs."""
-    return FD_RESERVE + fds_per_symbol(cfg) * len(cfg.feed.symbols)
+    """File descriptors a collector with this config needs: per symbol its files, and
+    its socket unless symbols share sockets (current API, feed.symbols_per_socket > 1)."""
+    n = symbols_planned(cfg)
+    files = (FD_PER_SYMBOL - 1 + (FD_PER_RAW if cfg.output.raw else 0)) * n
+    per_socket = cfg.feed.symbols_per_socket if cfg.feed.api == "current" else 1
+    return FD_RESERVE + files + math.ceil(n / per_socket)
 
 
 def check_transport(cfg: FeedConfig) -> None:
@@ -231,6 +242,37 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    """[publish]: every record also to a NATS JetStream stream (collector/publish)."""
+
+    url: str | tuple[str, ...] = ""  # "nats://host:4222", or a list of one cluster's URLs; "" = off
+    stream: str = "GEMINI"  # created if missing, with subjects "<subject>.>"
+    subject: str = "gemini"  # records go to "<subject>.<SYMBOL>"
+    raw: bool = False  # also output.raw's frames, to "<subject>.raw.<SYMBOL>"
+    creds: str = ""  # a NATS .creds file (needs the nkeys package)
+    token_file: str = ""  # ... or a file holding a token
+    tls_ca: str = ""  # CA bundle to check the server's certificate (tls:// URLs)
+    tls_cert: str = ""  # client certificate (and its key, unless in tls_key)
+    tls_key: str = ""
+    max_age: str = ""  # a stream created by the collector keeps messages this long ("" = no limit)
+    replicas: int = 1  # ... on this many servers of a cluster
+    stuck_s: float = 60.0  # records waiting and none published for this long: unhealthy
+    stop_timeout_s: float = 3.0  # on SIGTERM, catch up for at most this long
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url,) if isinstance(self.url, str) else self.url
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def max_age_s(self) -> int | None:
+        return parse_duration(self.max_age) if self.max_age else None
+
+
+@dataclass(frozen=True)
 class Config:
     feed: FeedConfig
     book: BookConfig = field(default_factory=BookConfig)
@@ -238,11 +280,13 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     path: Path | None = None
 
 
 _SECTIONS: dict[str, type] = {"feed": FeedConfig, "book": BookConfig, "output": OutputConfig,
-                              "log": LogConfig, "metrics": MetricsConfig, "health": HealthConfig}
+                              "log": LogConfig, "metrics": MetricsConfig, "health": HealthConfig,
+                              "publish": PublishConfig}
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -330,6 +374,12 @@ def _coerce(key: str, typ: str, value: Any, fail: Fail) -> Any:
         if "\0" in value:
             raise fail(key, f"must not contain a NUL character, got {_show(value)}")
         return Path(value)
+    if typ == "str | tuple[str, ...]":  # one string, or a list of them
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise fail(key, f"must be a string or a non-empty list of strings, got {_show(value)}")
+        return tuple(value)
     if typ == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail(key, f"must be a list of strings, got {_show(value)}")
@@ -394,6 +444,56 @@ def _check(s: dict[str, Any], fail: Fail) -> None:
     health: HealthConfig = s["health"]
     if health.exit_after_s < health.writer_stuck_s:
         raise fail("health.exit_after_s", "must be at least health.writer_stuck_s")
+    bad = publish_errors(s["publish"])
+    if bad:
+        raise fail(*bad)
+
+
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")  # a stream name: no dots, spaces or wildcards
+_NATS_SUBJECT = re.compile(r"(?=.{1,200}\Z)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+def check_nats_url(url: str) -> None:
+    """ValueError unless `url` is a nats:// or tls:// URL with a host, a port from 1 to
+    65535 if any, and nothing else (credentials go in publish.creds or publish.token_file:
+    the URL is logged and written into segment headers)."""
+    check_url(url, "nats", ("nats", "tls"))
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or "?" in url:
+        raise ValueError(f"must be only scheme://host:port, got {_show(url)}")
+
+
+def publish_errors(pub: PublishConfig) -> tuple[str, str] | None:
+    """(key, why) of the first thing wrong in [publish], else None. Files named must exist
+    now: a missing one is certainly a config error (exit 78)."""
+    for url in pub.urls if pub.url else ():
+        try:
+            check_nats_url(url)
+        except ValueError as exc:
+            why = str(exc).replace("must not carry credentials", "must not carry credentials (put them "
+                                   "in publish.creds or publish.token_file)")
+            return "publish.url", why
+    if not _NATS_NAME.fullmatch(pub.stream):
+        return "publish.stream", f"must be 1 to 255 letters, digits, _ or -, got {_show(pub.stream)}"
+    if not _NATS_SUBJECT.fullmatch(pub.subject):
+        return "publish.subject", (f"must be dot-separated tokens of letters, digits, _ or - (no "
+                                   f"wildcards), got {_show(pub.subject)}")
+    if pub.creds and pub.token_file:
+        return "publish.token_file", "give publish.creds or publish.token_file, not both"
+    if pub.tls_key and not pub.tls_cert:
+        return "publish.tls_key", "needs publish.tls_cert"
+    for key in ("creds", "token_file", "tls_ca", "tls_cert", "tls_key"):
+        value = getattr(pub, key)
+        if value and not Path(value).is_file():
+            return f"publish.{key}", f"no such file: {_show(value)}"
+    if pub.creds and find_spec("nkeys") is None:
+        return "publish.creds", 'needs the nkeys package, which is not installed: pip install nkeys'
+    if pub.max_age:
+        try:
+            parse_duration(pub.max_age)
+        except ValueError:
+            return "publish.max_age", f"must be a duration such as \"7d\", got {_show(pub.max_age)}"
+    return None
 
 
 def _check_ranges(s: dict[str, Any], fail: Fail) -> None:

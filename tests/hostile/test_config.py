@@ -341,11 +341,16 @@ def test_too_many_symbols_for_the_hard_limit_exits_78(tmp_path):
     proc = run_collector(path, tmp_path, nofile(64, 64))
     line = assert_exit_78(proc, path, "feed.symbols")
     need = config.FD_RESERVE + config.FD_PER_SYMBOL * 200
-    assert f"200 symbols need {need} file descriptors" in line and "hard limit" in line
+    assert f"200 symbols need {need} file descriptors, " in line and "hard limit" in line
     assert " 64:" in line, line
     assert not (tmp_path / "data").exists()  # refused before anything was made
     with_raw = config.from_dict({"feed": {"symbols": SYMBOLS_200}, "output": {"raw": True}})
     assert config.fds_needed(with_raw) == need + config.FD_PER_RAW * 200
+    # symbols sharing sockets need a socket per symbols_per_socket; a glob counts a whole exchange
+    shared = config.from_dict({"feed": {"symbols": SYMBOLS_200, "api": "current"}})
+    assert config.fds_needed(shared) == config.FD_RESERVE + (config.FD_PER_SYMBOL - 1) * 200 + 4
+    globbed = config.from_dict({"feed": {"symbols": ["BTCUSD", "*"]}})
+    assert config.fds_needed(globbed) == config.FD_RESERVE + config.FD_PER_SYMBOL * (1 + config.GLOB_SYMBOLS)
 
 
 async def test_soft_limit_raised_and_no_line_lost(tmp_path, make_sim: MakeSim):
