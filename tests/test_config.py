@@ -21,7 +21,7 @@ def test_only_symbols_required_and_defaults(tmp_path):
     assert cfg.feed.stale_after_s == 15 and cfg.feed.snapshot_timeout_s == 10
     assert (cfg.feed.backoff_initial_s, cfg.feed.backoff_max_s) == (0.5, 30)
     assert (cfg.feed.connect_burst, cfg.feed.connects_per_minute) == (5, 1)
-    assert cfg.feed.max_connects_per_minute == 60
+    assert cfg.feed.max_connects_per_minute == 50  # Gemini: 300 connection attempts per 5 minutes
     assert (cfg.book.depth, cfg.book.emit) == (10, "change")
     assert cfg.output.dir == Path("data")
     assert cfg.log.level == "info"
