@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,27 @@ def run_one(run: Run, s: Settings) -> dict[str, Any]:
     return res
 
 
+def written_books(write_log: Path) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """Every book record of every current.jsonl `bench.probe` saw written, with the time
+    of the write that completed its line (None if no write did)."""
+    meta, w = load_arrays(write_log)
+    for fd_text, path in meta["paths"].items():
+        if not path.endswith("/current.jsonl") or "/raw/" in path:
+            continue
+        fd = int(fd_text)
+        writes = [(t, size) for t, f, size in zip(w["t_ns"], w["fd"], w["n"]) if f == fd]
+        data = Path(path).read_bytes() if Path(path).exists() else b""
+        k, end_k = 0, writes[0][1] if writes else 0
+        pos = 0
+        for line in data.splitlines(keepends=True):
+            pos += len(line)
+            while k < len(writes) - 1 and end_k < pos:
+                k += 1
+                end_k += writes[k][1]
+            if line.startswith(BOOK):
+                yield orjson.loads(line), writes[k][0] if writes and end_k >= pos else None
+
+
 def gather(contender: str, rundir: Path, t0: int, t1: int) -> dict[str, Any]:
     """Updates in [t0, t1) by receive time, and their latencies from the send stamps."""
     _, st = load_arrays(rundir / "stamps.bin")
@@ -322,30 +344,14 @@ def gather(contender: str, rundir: Path, t0: int, t1: int) -> dict[str, Any]:
     lat_recv: list[int] = []
     n = 0
     if contender.startswith("collector"):
-        meta, w = load_arrays(rundir / "writes.bin")
-        for fd_text, path in meta["paths"].items():
-            if not path.endswith("/current.jsonl") or "/raw/" in path:
+        for rec, written in written_books(rundir / "writes.bin"):
+            if rec["seq"] == 0 or not t0 <= rec["recv_ns"] < t1:
                 continue
-            fd = int(fd_text)
-            writes = [(t, size) for t, f, size in zip(w["t_ns"], w["fd"], w["n"]) if f == fd]
-            data = Path(path).read_bytes() if Path(path).exists() else b""
-            k, end_k = 0, writes[0][1] if writes else 0
-            pos = 0
-            for line in data.splitlines(keepends=True):
-                pos += len(line)
-                while k < len(writes) - 1 and end_k < pos:
-                    k += 1
-                    end_k += writes[k][1]
-                if not line.startswith(BOOK):
-                    continue
-                rec = orjson.loads(line)
-                if rec["seq"] == 0 or not t0 <= rec["recv_ns"] < t1:
-                    continue
-                n += 1
-                t_sent = sent.get(rec["event_id"])
-                if t_sent is not None and end_k >= pos:
-                    lat.append(writes[k][0] - t_sent)
-                    lat_recv.append(rec["recv_ns"] - t_sent)
+            n += 1
+            t_sent = sent.get(rec["event_id"])
+            if t_sent is not None and written is not None:
+                lat.append(written - t_sent)
+                lat_recv.append(rec["recv_ns"] - t_sent)
         return {"updates": n, "latency": percentiles(lat), "latency_recv": percentiles(lat_recv)}
     _, cs = load_arrays(rundir / "samples.bin")
     for eid, recv, done in zip(cs["eid"], cs["recv_ns"], cs["done_ns"]):

@@ -13,12 +13,15 @@ collector is held against, so it has its own book and its own frame encoding.
 """
 
 from .capture import Capture, load_capture
+from .exchange import ExchangePlan, SymbolActivity, plan_exchange
 from .faults import Fault, FaultKind, FiredFault, parse_fault_spec
 from .frames import Subscription
 from .market import FlowParams, Market, Update
+from .ratelimit import SimLimits
 from .replay import ReplayMarket
-from .server import SimExchange, run_simulator
-from .stats import SymbolStats
+from .runner import run_simulator
+from .server import SimExchange
+from .stats import ExchangeStats, SymbolStats
 from .symbols import BUILTIN, SymbolSpec, spec_for
 from .tape import Tape, build_tape
 from .truth import TruthCursor
@@ -26,6 +29,8 @@ from .truth import TruthCursor
 __all__ = [
     "BUILTIN",
     "Capture",
+    "ExchangePlan",
+    "ExchangeStats",
     "Fault",
     "FaultKind",
     "FiredFault",
@@ -33,7 +38,9 @@ __all__ = [
     "Market",
     "ReplayMarket",
     "SimExchange",
+    "SimLimits",
     "Subscription",
+    "SymbolActivity",
     "SymbolSpec",
     "SymbolStats",
     "Tape",
@@ -42,6 +49,7 @@ __all__ = [
     "build_tape",
     "load_capture",
     "parse_fault_spec",
+    "plan_exchange",
     "run_simulator",
     "spec_for",
 ]

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import frames
-from .faults import Fault, FaultKind
+from .faults import UPDATE_ONLY, Fault, FaultKind, corrupt_level
 from .frames import Subscription
 from .market import Update
 
@@ -32,9 +32,9 @@ __all__ = ["ConnState", "Connection"]
 log = logging.getLogger("collector.sim")
 
 K = FaultKind
-# Faults that act on a carrier frame (the next one, or the next update for unknown):
-# armed, they wait in `_pending`.
-CARRIED = (K.GAP, K.UNKNOWN, K.DUPLICATE)
+# Faults that act on a carrier frame (the next one, or the next update for unknown and
+# corrupt): armed, they wait in `_pending`.
+CARRIED = (K.GAP, K.UNKNOWN, K.DUPLICATE, K.CORRUPT)
 
 
 class ConnState(enum.Enum):
@@ -158,13 +158,20 @@ class Connection(ClosingSocket):
         if K.GAP in fired:
             self.hub.fired(K.GAP, self, self.seq, fired[K.GAP])
             self.seq += 1
-            for k in (K.UNKNOWN, K.DUPLICATE):  # an injected one waits for the next carrier
+            for k in (K.UNKNOWN, K.DUPLICATE, K.CORRUPT):  # an injected one waits for the next carrier
                 if fired.get(k) is False:
                     self._pending.append(k)
         else:
+            m = self.hub.market
             if K.UNKNOWN in fired and update is not None:
                 self.hub.fired(K.UNKNOWN, self, self.seq, fired[K.UNKNOWN])
                 frame = frames.mystery_frame(update, self.sub, self.seq)
+                if fired.get(K.CORRUPT) is False:
+                    self._pending.append(K.CORRUPT)
+            elif (K.CORRUPT in fired and update is not None
+                  and (level := corrupt_level(m.bids, m.asks)) is not None):
+                self.hub.fired(K.CORRUPT, self, self.seq, fired[K.CORRUPT])
+                frame = frames.corrupt_frame(update, self.sub, self.seq, m.spec, level)
             else:
                 frame = build(self.seq)
             self._push(frame)
@@ -183,7 +190,7 @@ class Connection(ClosingSocket):
         take: list[FaultKind] = []
         keep: list[FaultKind] = []
         for k in self._pending:
-            usable = is_update or k is not K.UNKNOWN
+            usable = is_update or k not in UPDATE_ONLY
             (take if usable and k not in take else keep).append(k)
         self._pending = keep
         return take

@@ -40,6 +40,9 @@ Faults on a subscription (``sim.inject(symbol, kind)``), ``*`` = the whole socke
   Retry-After); random refusals are rolled per handshake from the simulator's spec.
 
 Random connection faults are rolled per depth frame of each subscription.
+
+Request weight (``gate.py``): a valid SUBSCRIBE / UNSUBSCRIBE the simulator's limit
+refuses is answered ``{"error":{"code":429,"msg":...},"id":N}`` and not done.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from .current_frames import (
     GARBAGE,
     Padding,
     ack_frame,
+    corrupt_body,
     crossed_body,
     depth_body,
     depth_frame,
@@ -69,7 +73,7 @@ from .current_frames import (
     snapshot_body,
     trade_frames,
 )
-from .faults import Fault, FaultKind
+from .faults import Fault, FaultKind, corrupt_level
 from .market import Update
 
 if TYPE_CHECKING:
@@ -106,7 +110,8 @@ def _discard(*_: Any) -> None:
 class CurrentConnection(ClosingSocket):
     def __init__(self, conn_id: int, hubs: Mapping[str, SymbolHub], ws: ServerConnection,
                  snapshot: int, max_queue: int, close_timeout: float, ids: Iterator[int],
-                 on_unknown_symbol: Callable[[], None] = lambda: None) -> None:
+                 on_unknown_symbol: Callable[[], None] = lambda: None,
+                 admit: Callable[[list[str]], str | None] = lambda _: None) -> None:
         self.id = conn_id
         self.hubs = hubs
         self.ws = ws
@@ -119,6 +124,7 @@ class CurrentConnection(ClosingSocket):
         self.requests = 0  # requests received
         self._ids = ids
         self._on_unknown_symbol = on_unknown_symbol
+        self._admit = admit  # the request-weight limit: None, or why the request is refused
         self._wake = asyncio.Event()
         self._finish: tuple[int, str] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -199,6 +205,10 @@ class CurrentConnection(ClosingSocket):
         wanted = self._streams(msg.get("params"))
         if isinstance(wanted, str):
             self.push(None, error_frame(req_id, 2, wanted))
+            return
+        refused = self._admit(msg["params"])
+        if refused is not None:
+            self.push(None, error_frame(req_id, 429, refused))
             return
         if method == "SUBSCRIBE":
             self._subscribe(wanted)
@@ -403,10 +413,15 @@ class SymbolSubscription:
             self._garbage(fired[K.GARBAGE])
         if K.GAP in fired:
             self.hub.fired(K.GAP, self, last, fired[K.GAP])
-            for k in (K.UNKNOWN, K.DUPLICATE):  # an injected one waits for the next frame
+            for k in (K.UNKNOWN, K.DUPLICATE, K.CORRUPT):  # an injected one waits for the next frame
                 if fired.get(k) is False:
                     self._pending.append(k)
         else:
+            m = self.hub.market
+            if K.CORRUPT in fired and (level := corrupt_level(m.bids, m.asks)) is not None:
+                self.hub.fired(K.CORRUPT, self, last, fired[K.CORRUPT])
+                frame = depth_frame(self.symbol, event_ns(update.timestampms, last), first, last,
+                                    corrupt_body(self.pad, update, level))
             self._push(DEPTH, frame)
             if K.DUPLICATE in fired:
                 self._duplicate(frame, last, fired[K.DUPLICATE])

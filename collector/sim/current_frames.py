@@ -31,6 +31,7 @@ __all__ = [
     "GARBAGE",
     "Padding",
     "ack_frame",
+    "corrupt_body",
     "crossed_body",
     "depth_body",
     "depth_frame",
@@ -104,6 +105,15 @@ def depth_body(pad: Padding, update: Update) -> bytes | None:
             if final else None)
     update.cache[_CACHE_KEY] = body
     return body
+
+
+def corrupt_body(pad: Padding, update: Update, level: tuple[bool, int, int]) -> bytes:
+    """An update's levels with `level` (is_bid, price, units) set to what the true book
+    does not have (never cached: the other subscriptions get the truth)."""
+    final = {(b, p): u for b, p, u in update.changes}
+    is_bid, price, units = level
+    final[(is_bid, price)] = units
+    return _sides(pad, ((b, p, u) for (b, p), u in final.items()), update.event_id)
 
 
 def depth_frame(symbol: str, e_ns: int, first: int, last: int, body: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 Two families:
 * connection faults act on the frames of an open connection:
-  gap, garbage, stall, close, crossed, unknown, duplicate;
+  gap, garbage, stall, close, crossed, unknown, duplicate, corrupt;
 * handshake faults act on the next WebSocket handshakes of a symbol:
   refuse (HTTP 429/503 with Retry-After), slow_snapshot (seq-0 frame delayed).
 """
@@ -12,15 +12,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ladder import Ladder
 
 __all__ = [
     "CONNECTION_KINDS",
     "HANDSHAKE_KINDS",
+    "UPDATE_ONLY",
     "Fault",
     "FaultKind",
     "FiredFault",
     "RandomFaults",
+    "corrupt_level",
     "parse_fault_spec",
 ]
 
@@ -35,12 +40,16 @@ class FaultKind(StrEnum):
     # An already-sent frame sent again: v1, the carrier frame with its socket_sequence (a
     # gap to the client); current API, the previous depth frame and the carrier (stale).
     DUPLICATE = "duplicate"
+    # The next update's frame, its numbers right and its content wrong: the best bid (or,
+    # with no bid, the best ask) one amount increment more than the truth, which keeps it.
+    CORRUPT = "corrupt"
     REFUSE = "refuse"  # handshake answered 429 (or 503) with Retry-After
     SLOW_SNAPSHOT = "slow_snapshot"  # the seq-0 frame is sent late
 
 
 HANDSHAKE_KINDS = frozenset({FaultKind.REFUSE, FaultKind.SLOW_SNAPSHOT})
 CONNECTION_KINDS = frozenset(FaultKind) - HANDSHAKE_KINDS
+UPDATE_ONLY = frozenset({FaultKind.UNKNOWN, FaultKind.CORRUPT})  # carried by an update frame only
 
 # Accepted parameters and their defaults, per kind.
 _PARAMS: dict[FaultKind, dict[str, Any]] = {
@@ -97,6 +106,16 @@ class FiredFault:
     at: float  # time.monotonic()
 
 
+def corrupt_level(bids: Ladder, asks: Ladder) -> tuple[bool, int, int] | None:
+    """The level a ``corrupt`` frame lies about, (is_bid, price, units): the best bid (or,
+    with no bid, the best ask) with one amount increment more than the true book has."""
+    for is_bid, ladder in ((True, bids), (False, asks)):
+        best = ladder.best()
+        if best is not None:
+            return is_bid, best, ladder.get(best) + 1
+    return None
+
+
 def parse_fault_spec(spec: str) -> dict[FaultKind, float]:
     """Parse ``"gap=0.001,garbage=0.0005"`` into per-kind probabilities.
 
@@ -137,12 +156,12 @@ class RandomFaults:
         self._frame = [(k, p) for k, p in self.rates.items() if k in CONNECTION_KINDS]
 
     def roll_frame(self, is_update: bool) -> list[FaultKind]:
-        """Kinds that fire on this frame (``unknown`` only on updates)."""
+        """Kinds that fire on this frame (``unknown`` and ``corrupt`` only on updates)."""
         if not self._frame:
             return []
         rnd = self.rng.random
         return [k for k, p in self._frame
-                if rnd() < p and (is_update or k is not FaultKind.UNKNOWN)]
+                if rnd() < p and (is_update or k not in UPDATE_ONLY)]
 
     def roll_handshake(self, kind: FaultKind) -> bool:
         """Whether a handshake fault of this kind fires on this handshake."""

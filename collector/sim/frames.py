@@ -21,6 +21,7 @@ __all__ = [
     "GARBAGE",
     "MYSTERY_EVENT",
     "Subscription",
+    "corrupt_frame",
     "crossed_frame",
     "filtered_events",
     "heartbeat_frame",
@@ -162,6 +163,17 @@ def crossed_frame(spec: SymbolSpec, bids: Ladder, asks: Ladder, event_id: int, m
     body = {"type": "update", "eventId": event_id, "timestamp": ms // 1000, "timestampms": ms,
             "socket_sequence": seq, "events": [ev]}
     return orjson.dumps(body)
+
+
+def corrupt_frame(update: Update, sub: Subscription, seq: int, spec: SymbolSpec,
+                  level: tuple[bool, int, int]) -> bytes:
+    """The update's real (filtered) events, then a change setting `level` (is_bid, price,
+    units) that the true book does not have: the numbers right, the content wrong."""
+    is_bid, price, units = level
+    a = spec.amount_scale.render
+    ev = {"type": "change", "side": "bid" if is_bid else "ask", "price": spec.price_scale.render(price),
+          "remaining": a(units), "delta": a(1), "reason": "place"}
+    return update_frame(update, orjson.dumps([*filter_events(update, sub), ev]), seq)
 
 
 def mystery_frame(update: Update, sub: Subscription, seq: int) -> bytes:

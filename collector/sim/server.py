@@ -4,25 +4,22 @@ One ``websockets`` server: ``process_request`` answers REST GETs and refuses or 
 handshakes; accepted ``/v1/marketdata/{SYMBOL}`` connections are attached to that
 symbol's hub, which broadcasts one market to all of its connections. WebSocket
 handshakes at ``/`` speak the current API (``current_api.py``): their subscriptions
-attach to the same hubs.
+attach to the same hubs. ``SimExchange.whole()`` lists a whole exchange (``exchange.py``)
+moved by one schedule (``schedule.py``), behind Gemini's limits (``gate.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import http
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -30,19 +27,27 @@ from . import rest
 from .capture import Capture, load_capture
 from .connection import Connection
 from .current_api import CurrentConnection, is_current_path, snapshot_mode
+from .exchange import GEMINI_LISTED, ExchangePlan, plan_exchange
 from .faults import Fault, FaultKind, RandomFaults, parse_fault_spec
 from .frames import Subscription
+from .gate import Gate, json_response, refusal_response
 from .hub import SymbolHub
 from .market import FlowParams, IdSource, Market
+from .ratelimit import SimLimits
 from .replay import ReplayHub, ReplayMarket
-from .stats import Notifier, SymbolStats
+from .schedule import Schedule
+from .stats import ExchangeStats, Notifier, SymbolStats
 from .symbols import SymbolSpec, spec_for
 from .tape import Tape, build_tape
 from .truth import TruthCursor, TruthWriter
 
-__all__ = ["SimExchange", "run_simulator"]
+__all__ = ["SimExchange"]
 
 log = logging.getLogger("collector.sim")
+
+# Whole-exchange mode wakes at most every TICK_S and publishes what fell due meanwhile:
+# a wake-up per update cost about as much as the update itself at 500 updates/s.
+TICK_S = 0.005
 
 
 def _wall_ms() -> int:
@@ -55,18 +60,6 @@ def _ws_symbol(path: str) -> str | None:
     if len(parts) == 3 and parts[0] == "v1" and parts[1] == "marketdata":
         return parts[2].upper()
     return None
-
-
-def _json_response(status: int, body: Any, extra: Iterable[tuple[str, str]] = ()) -> Response:
-    data = orjson.dumps(body)
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(data))),
-        *extra,
-    ])
-    return Response(status, http.HTTPStatus(status).phrase, headers, data)
 
 
 class SimExchange:
@@ -84,6 +77,15 @@ class SimExchange:
     connection drains them, None = no automatic flow (``advance``). ``loop``: restart from
     the initial book at the end (connections of a symbol whose book changed are closed
     with 1012 so clients resnapshot); without it the final book stays, quiet.
+
+    Whole-exchange mode (``exchange=`` an ``ExchangePlan``, or ``SimExchange.whole()``):
+    the plan's symbols are listed, each with its own depth, and one schedule moves each at
+    its own rate (``rate`` None: no automatic flow, call ``advance``; any other value: the
+    plan's rates). ``limits``: None = Gemini's (``SimLimits()``) in whole-exchange mode and
+    none otherwise, True / False = on / off, or a ``SimLimits`` (e.g. scaled for a test).
+
+    ``rest_delay``: seconds between a REST request and its answer, which holds the state of
+    the moment it was asked (a book as old as the delay when it arrives).
     """
 
     def __init__(
@@ -106,8 +108,16 @@ class SimExchange:
         replay: str | Path | Capture | Tape | None = None,
         speed: float | None = 1.0,
         loop: bool = True,
+        exchange: ExchangePlan | None = None,
+        limits: SimLimits | bool | None = None,
+        rest_delay: float = 0.0,
     ) -> None:
         self.tape: Tape | None = None
+        self.plan = exchange
+        if exchange is not None:
+            if symbols is not None or listed is not None or replay is not None:
+                raise ValueError("exchange= lists its own symbols: no symbols, listed or replay")
+            symbols = exchange.names
         if replay is not None:
             if speed is not None and speed < 0:
                 raise ValueError("speed must be >= 0 (0 = unlimited) or None (manual)")
@@ -127,6 +137,9 @@ class SimExchange:
             raise ValueError("heartbeat_s must be > 0")
         if send_buffer < 1:
             raise ValueError("send_buffer must be >= 1")
+        if not 0 <= rest_delay <= 60:
+            raise ValueError("rest_delay must be between 0 and 60 s")
+        self.rest_delay = rest_delay  # REST answers go out this late (computed at the request)
         self.seed = seed
         self.rate = rate
         self.heartbeat_s = heartbeat_s
@@ -137,6 +150,8 @@ class SimExchange:
         self.specs: dict[str, SymbolSpec] = {s: spec_for(s) for s in active + quiet}
         if self.tape is not None:
             self.specs.update({s: t.spec for s, t in self.tape.symbols.items()})
+        plan = {a.symbol: a for a in exchange.symbols} if exchange is not None else {}
+        self.specs.update({s: a.spec for s, a in plan.items()})
         rates = parse_fault_spec(faults)
         self._notifier = Notifier()
         self._writer = TruthWriter(truth_path) if truth_path is not None else None
@@ -151,9 +166,11 @@ class SimExchange:
                     clock_ms=clock_ms, seed=seed, record_truth=record_truth,
                     truth_writer=self._writer)
                 continue
-            market = Market(spec, seed, depth, event_ids, trade_ids, flow)
+            market = Market(spec, seed, plan[sym].depth if sym in plan else depth, event_ids,
+                            trade_ids, flow)
             self._hubs[sym] = SymbolHub(
-                market, active=sym in active, random_faults=RandomFaults(rates, f"{seed}:{sym}"),
+                market, active=sym in active and sym not in plan,
+                random_faults=RandomFaults(rates, f"{seed}:{sym}"),
                 notifier=self._notifier, clock_ms=clock_ms, seed=seed,
                 record_truth=record_truth, truth_writer=self._writer)
         self._built = dict(self._hubs)  # every symbol it can serve; set_listed picks the listed
@@ -163,11 +180,41 @@ class SimExchange:
         self.current_refused = 0  # current-API handshakes refused (injected or random)
         self.current_connections = 0  # current-API sockets open now
         self._current_faults = RandomFaults(rates, f"{seed}:current")  # its handshake faults
+        if limits is None:
+            limits = exchange is not None
+        if isinstance(limits, bool):
+            limits = SimLimits() if limits else None
+        self.limits: SimLimits | None = limits
+        self.exchange_stats = ExchangeStats()  # every 429 answered, blips
+        self._gate = Gate(limits, self.exchange_stats, self._notifier.notify)
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conn_ids = itertools.count(1)
         self.host = ""
         self.port = 0
+
+    @classmethod
+    def whole(
+        cls,
+        n: int = GEMINI_LISTED,
+        busy: int = 10,
+        rate: float | None = 50.0,
+        depth: int = 2_000,
+        *,
+        quiet_depth: int = 50,
+        quiet_every: tuple[float, float] = (2.0, 180.0),
+        perps: int | None = None,
+        seed: int = 1,
+        **kw: Any,
+    ) -> SimExchange:
+        """A whole exchange (``exchange.plan_exchange``): ``n`` listed symbols (Gemini's 347
+        by default, 13 perpetuals), ``busy`` of them at ``rate`` updates/s with ``depth``
+        levels, the rest quiet. Other keywords are the constructor's (``limits`` ...)."""
+        if rate is not None and not rate > 0:
+            raise ValueError("rate must be > 0, or None (manual: sim.advance)")
+        plan = plan_exchange(n, busy, rate or 0.0, depth, quiet_depth=quiet_depth,
+                             quiet_every=quiet_every, perps=perps, seed=seed)
+        return cls(seed=seed, rate=rate, exchange=plan, **kw)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -192,6 +239,11 @@ class SimExchange:
                             name=f"sim-replay-{hub.symbol}")
                         task.add_done_callback(self._flow_done)
                         self._tasks.append(task)
+        elif self.plan is not None:
+            if self.rate is not None:
+                task = asyncio.create_task(self._run_schedule(), name="sim-schedule")
+                task.add_done_callback(self._flow_done)
+                self._tasks.append(task)
         elif self.rate is not None:
             for hub in self._built.values():
                 if hub.active:
@@ -221,6 +273,17 @@ class SimExchange:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+    async def _run_schedule(self) -> None:
+        """Whole-exchange mode: one task moves every market at its plan's rate."""
+        assert self.plan is not None
+        loop = asyncio.get_running_loop()
+        schedule = Schedule(self.plan.rates, self.seed, loop.time())
+        hubs = self._built
+        while (at := schedule.next_at()) is not None:
+            await asyncio.sleep(max(TICK_S, at - loop.time()))
+            for symbol in schedule.due(loop.time()):
+                hubs[symbol].advance(1)
 
     @staticmethod
     def _flow_done(task: asyncio.Task[None]) -> None:
@@ -269,6 +332,38 @@ class SimExchange:
         self._hubs.clear()  # in place: current-API connections hold this dict
         self._hubs.update((s, self._built[s]) for s in wanted)
 
+    def blip(self) -> int:
+        """A network blip: every open WebSocket of both APIs is dropped at once (its TCP
+        transport aborted, no close frame). Returns how many were dropped."""
+        dropped = 0
+        for ws in self._server.connections if self._server is not None else ():
+            if ws.transport is not None:
+                ws.transport.abort()
+                dropped += 1
+        self.exchange_stats.blips += 1
+        self.exchange_stats.blip_sockets += dropped
+        log.info("blip: %d sockets dropped", dropped)
+        self._notifier.notify()
+        return dropped
+
+    def control(self, path: str) -> dict[str, Any] | None:
+        """The simulator's own routes, for a harness in another process: ``/sim/stats``
+        and ``/sim/blip`` (a GET that drops every socket). None for any other path."""
+        if path == "/sim/blip":
+            return {"dropped": self.blip()}
+        if path != "/sim/stats":
+            return None
+        stats = self.stats
+        return {
+            **self.exchange_stats.as_dict(),
+            "listed": len(self._hubs),
+            "current_connections": self.current_connections,
+            "subscriptions": sum(st.connections for st in stats.values()),
+            "updates": sum(st.updates for st in stats.values()),
+            "symbols": {s: {"updates": st.updates, "connections": st.connections,
+                            "handshakes": st.handshakes} for s, st in stats.items()},
+        }
+
     def inject(self, symbol: str, kind: str | FaultKind, **params: Any) -> None:
         """Arm a one-shot fault for a symbol (see faults.py / README for exact timing)."""
         self._hub(symbol).inject(Fault.make(kind, **params))
@@ -300,12 +395,19 @@ class SimExchange:
 
     # ---- websockets hooks -----------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | Awaitable[Response] | None:
         path, _, query = request.path.partition("?")
         if is_current_path(path) and request.headers.get("Upgrade", "").lower() == "websocket":
-            return self._current_refusal()
+            return self._current_refusal() or self._gate.handshake()
         symbol = _ws_symbol(path)
         if symbol is None:
+            control = self.control(path)
+            if control is not None:
+                return json_response(200, control)
+            limited = self._gate.rest()
+            if limited is not None:
+                return limited
             status, body = rest.route(path, query, self.specs,
                                       {s: h.market for s, h in self._hubs.items()},
                                       self.clock_ms() // 1000)
@@ -313,21 +415,26 @@ class SimExchange:
             hub = self._hubs.get(parts[-1].upper()) if parts else None
             if hub is not None:
                 hub.stats.rest_requests += 1
-            return _json_response(status, body)
+            response = json_response(status, body)
+            return self._later(response) if self.rest_delay > 0 else response
         hub = self._hubs.get(symbol)
         if hub is None:
             self.rejected_unknown += 1
             self._notifier.notify()
             raw = path.rstrip("/").rsplit("/", 1)[-1]
-            return _json_response(404, rest.error_body(
+            return json_response(404, rest.error_body(
                 "InvalidSymbol", f"Supplied value '{raw}' is not a valid symbol"))
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return None  # websockets answers 426
         refusal = hub.take_refusal()
         if refusal is not None:
             hub.stats.refused += 1
-            return _refusal_response(refusal)
+            return self._refusal_response(refusal)
         return None
+
+    async def _later(self, response: Response) -> Response:
+        await asyncio.sleep(self.rest_delay)
+        return response
 
     def _current_refusal(self) -> Response | None:
         """A current-API handshake names no symbol: refused if any symbol has a refusal
@@ -344,7 +451,12 @@ class SimExchange:
             log.info("fault refuse fired (current API handshake)", extra={"random": True})
         self.current_refused += 1
         self._notifier.notify()
-        return _refusal_response(refusal)
+        return self._refusal_response(refusal)
+
+    def _refusal_response(self, refusal: Fault) -> Response:
+        status = int(refusal.params["status"])
+        self._gate.refused(status)
+        return refusal_response(status, refusal.params["retry_after"])
 
     def _unknown_subscription(self) -> None:
         self.rejected_unknown += 1
@@ -356,7 +468,7 @@ class SimExchange:
             current = CurrentConnection(next(self._conn_ids), self._hubs, ws,
                                         snapshot_mode(query), self.send_buffer,
                                         self.close_timeout, self._conn_ids,
-                                        self._unknown_subscription)
+                                        self._unknown_subscription, self._gate.request)
             self.current_connections += 1
             self._notifier.notify()
             try:
@@ -385,14 +497,6 @@ class SimExchange:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _refusal_response(refusal: Fault) -> Response:
-    status = int(refusal.params["status"])
-    retry = refusal.params["retry_after"]
-    reason = "RateLimited" if status == 429 else "ServiceUnavailable"
-    return _json_response(status, rest.error_body(reason, "Try again later"),
-                          [("Retry-After", str(retry))])
-
-
 def _tape(replay: str | Path | Capture | Tape, symbols: Iterable[str] | None) -> Tape:
     if isinstance(replay, Tape):
         if symbols is None:
@@ -405,45 +509,3 @@ def _tape(replay: str | Path | Capture | Tape, symbols: Iterable[str] | None) ->
                     replay.end_ns, replay.counts)
     capture = replay if isinstance(replay, Capture) else load_capture(replay)
     return build_tape(capture, symbols)
-
-
-async def run_simulator(
-    port: int = 8765,
-    symbols: Iterable[str] | None = None,
-    rate: float | None = 50.0,
-    seed: int = 1,
-    faults: str = "",
-    heartbeat_s: float = 5.0,
-    *,
-    host: str = "127.0.0.1",
-    depth: int = 500,
-    listed: Iterable[str] | None = None,
-    ping_interval: float | None = 20.0,
-    truth_path: str | Path | None = None,
-    ready: Callable[[SimExchange], None] | None = None,
-    replay: str | Path | Capture | Tape | None = None,
-    speed: float | None = 1.0,
-    loop: bool = True,
-) -> None:
-    """Run a simulator until cancelled (the entry point for ``collector simulate``).
-
-    ``symbols`` None: BTCUSD,ETHUSD (synthetic) or every symbol of the capture (replay).
-    Prints one line with the URLs once listening; ``ready(sim)`` is called then too.
-    """
-    if replay is None and symbols is None:
-        symbols = ("BTCUSD", "ETHUSD")
-    sim = SimExchange(symbols, seed=seed, rate=rate, heartbeat_s=heartbeat_s, depth=depth,
-                      faults=faults, ping_interval=ping_interval, listed=listed,
-                      truth_path=truth_path, replay=replay, speed=speed, loop=loop)
-    await sim.start(host, port)
-    async with sim:
-        mode = ""
-        if sim.tape is not None:
-            pace = "max" if speed == 0 else "manual" if speed is None else f"x{speed:g}"
-            mode = (f"  replay {sim.tape.path.name} speed {pace} "
-                    f"{'loop' if loop else 'no-loop'}")
-        print(f"gemini simulator: ws {sim.ws_url}/SYMBOL  rest {sim.rest_url}  "
-              f"symbols {','.join(sim.symbols)}{mode}", flush=True)
-        if ready is not None:
-            ready(sim)
-        await asyncio.Event().wait()

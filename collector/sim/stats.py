@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .faults import FaultKind, FiredFault
 
-__all__ = ["Notifier", "SymbolStats"]
+__all__ = ["ExchangeStats", "Notifier", "SymbolStats"]
 
 
 @dataclass
@@ -36,6 +36,29 @@ class SymbolStats:
             return list(self.faults)
         k = FaultKind(kind)
         return [f for f in self.faults if f.kind is k]
+
+
+@dataclass
+class ExchangeStats:
+    """Counters of the simulator as a whole: every 429 it answered, and its blips."""
+
+    connect_limited: int = 0  # current-API handshakes refused 429: too many connection attempts
+    request_limited: int = 0  # SUBSCRIBE/UNSUBSCRIBE answered code 429: too much request weight
+    rest_limited: int = 0  # REST requests answered 429: too many per minute
+    refused_429: int = 0  # handshakes (either API) refused 429 by the `refuse` fault
+    request_weight: int = 0  # weight of the SUBSCRIBE/UNSUBSCRIBE requests admitted
+    blips: int = 0  # sim.blip() calls
+    blip_sockets: int = 0  # sockets those blips dropped
+
+    @property
+    def total_429(self) -> int:
+        """Every 429 answered, by a limit or by an injected or random fault."""
+        return self.connect_limited + self.request_limited + self.rest_limited + self.refused_429
+
+    def as_dict(self) -> dict[str, int]:
+        out = dict(vars(self))
+        out["total_429"] = self.total_429
+        return out
 
 
 class Notifier:

@@ -9,6 +9,11 @@ clear-line, no curses) every 0.5 s, and warnings (resyncs...) appear in a short
 terminal, plain status lines (one per symbol) are printed every 5 s and log lines
 go to stderr at warning level. `--every` changes the interval, `--verbose` sends
 info-level logs to stderr in both cases.
+
+`--symbols all` (or a config.toml whose feed.symbols has globs) records a whole simulated
+exchange: the simulator lists 347 symbols (10 busy, the rest quiet) behind Gemini's limits,
+and the collector discovers them from its REST listing (symbols = ["*"]) and records them
+on the current API. The view then shows totals and the busy books, not 347 rows.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from collector import config
+from collector.core.symbols import has_globs
 from collector.tools.demo_view import (
+    ExchangeView,
     SymbolView,
     fmt_event,
     redraw,
+    render_exchange,
+    render_exchange_plain,
+    render_exchange_summary,
     render_plain,
     render_summary,
     render_table,
@@ -39,8 +49,12 @@ from collector.tools.demo_view import (
 
 if TYPE_CHECKING:
     from collector.runtime.app import App
+    from collector.sim import SimExchange
 
 DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
+ALL = ("*",)  # --symbols all: every symbol a whole simulated exchange lists
+EXCHANGE_SIZE = 347  # symbols the whole simulated exchange lists (Gemini's count) ...
+EXCHANGE_BUSY = 10  # ... of which busy books, at --rate each
 DEFAULT_RATE = 20.0  # updates/s per symbol: lively, still readable
 TTY_EVERY_S = 0.5
 PLAIN_EVERY_S = 5.0
@@ -90,6 +104,45 @@ def demo_config(base: config.Config | None, symbols: Sequence[str] | None, url: 
     return dataclasses.replace(base, feed=feed)
 
 
+def wants_exchange(base: config.Config | None, symbols: Sequence[str] | None) -> bool:
+    """`--symbols all`, or no --symbols and a config whose feed.symbols has globs."""
+    if symbols is not None:
+        return tuple(symbols) == ALL
+    return base is not None and has_globs(base.feed.symbols)
+
+
+def exchange_config(base: config.Config | None, symbols: Sequence[str] | None, url: str,
+                    rest_url: str, chaos: bool) -> config.Config:
+    """The collector's config for a whole simulated exchange: the current API at `url`, the
+    listing from `rest_url`, every symbol (`--symbols all`) or the config's globs and
+    excludes. The reconnect budget stays the config's (the simulator enforces Gemini's
+    limits, so a raised budget would earn 429s). feed.symbols_per_socket: the config's."""
+    if base is None:
+        base = config.from_dict({"feed": {"symbols": list(ALL)}})
+    every = symbols is not None or not has_globs(base.feed.symbols)
+    feed = dataclasses.replace(base.feed, api="current", url=url, rest_url=rest_url,
+                               symbols=ALL if every else base.feed.symbols,
+                               exclude=() if every else base.feed.exclude,
+                               **(CHAOS_FEED if chaos else {}))
+    return dataclasses.replace(base, feed=feed)
+
+
+def render_exchange_header(sim_line: str, cfg: config.Config, chaos: bool) -> list[str]:
+    feed = cfg.feed
+    what = "every listed symbol" if feed.symbols == ALL else (
+        ", ".join(feed.symbols) + (f" minus {', '.join(feed.exclude)}" if feed.exclude else ""))
+    lines = [
+        f"collector demo: {sim_line}",
+        (f"recording {what} on the current API, {feed.symbols_per_socket} symbols per socket, "
+         f"listing from {feed.rest_url}/v1/symbols, into {cfg.output.dir}/ "
+         f"(book depth {cfg.book.depth}, emit {cfg.book.emit})"),
+    ]
+    if chaos:
+        lines.append(f"chaos: random faults on ({CHAOS_FAULTS}); stale after "
+                     f"{feed.stale_after_s:g} s: watch resyncs happen and heal")
+    return lines
+
+
 def render_header(url: str, cfg: config.Config, rate: float, seed: int, chaos: bool) -> list[str]:
     feed = cfg.feed
     lines = [
@@ -119,6 +172,8 @@ class DemoOptions:
     seed: int = 1
     every: float | None = None  # status interval; None: 0.5 s on a terminal, else 5 s
     verbose: bool = False
+    exchange: int = EXCHANGE_SIZE  # whole-exchange mode: symbols listed ...
+    busy: int = EXCHANGE_BUSY  # ... and busy among them
 
 
 def snapshot(app: App, now: float) -> list[SymbolView]:
@@ -134,6 +189,21 @@ def snapshot(app: App, now: float) -> list[SymbolView]:
             quiet_s=now - st.last_frame if st.last_frame else 0.0,
         ))
     return views
+
+
+def exchange_view(sim: SimExchange) -> ExchangeView:
+    """Read the simulated exchange's counters."""
+    return ExchangeView(listed=len(sim.symbols), sockets=sim.current_connections,
+                        answered_429=sim.exchange_stats.total_429,
+                        busy=tuple(sim.plan.busy) if sim.plan is not None else ())
+
+
+def describe_exchange(sim: SimExchange, rate: float, seed: int) -> str:
+    busy = sim.plan.busy if sim.plan is not None else []
+    limits = "Gemini's limits on (429 beyond them)" if sim.limits is not None else "no limits"
+    return (f"simulated Gemini exchange at {sim.current_url}: {len(sim.symbols)} symbols, "
+            f"{len(busy)} busy at {rate:g} updates/s each ({', '.join(busy)}), the rest quiet; "
+            f"{limits}; seed {seed}")
 
 
 class _EventSink(logging.Handler):
@@ -183,18 +253,30 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
     every = opts.every or (TTY_EVERY_S if tty else PLAIN_EVERY_S)
     events: deque[str] = deque(maxlen=EVENTS_SHOWN)
     _configure_logging(tty, opts.verbose, events)
+    whole = wants_exchange(base, opts.symbols)
     symbols = opts.symbols or (base.feed.symbols if base else DEFAULT_SYMBOLS)
+    faults = CHAOS_FAULTS if opts.chaos else ""
 
     try:
-        sim = SimExchange(symbols, seed=opts.seed, rate=opts.rate, heartbeat_s=SIM_HEARTBEAT_S,
-                          faults=CHAOS_FAULTS if opts.chaos else "",
-                          record_truth=False)  # a long demo must not grow memory
+        if whole:
+            sim = SimExchange.whole(opts.exchange, busy=min(opts.busy, opts.exchange), rate=opts.rate,
+                                    seed=opts.seed, heartbeat_s=SIM_HEARTBEAT_S, faults=faults,
+                                    record_truth=False)
+        else:
+            sim = SimExchange(symbols, seed=opts.seed, rate=opts.rate, heartbeat_s=SIM_HEARTBEAT_S,
+                              faults=faults, record_truth=False)  # a long demo must not grow memory
     except ValueError as exc:  # e.g. a config.toml symbol the simulator cannot list
         print(f"collector demo: {exc}", file=sys.stderr)
         return 2
     await sim.start("127.0.0.1", 0)
-    url = sim.current_url if base is not None and base.feed.api == "current" else sim.ws_url
-    cfg = demo_config(base, symbols, url, opts.chaos)
+    if whole:
+        url = sim.current_url
+        cfg = exchange_config(base, opts.symbols, url, sim.rest_url, opts.chaos)
+        header = render_exchange_header(describe_exchange(sim, opts.rate, opts.seed), cfg, opts.chaos)
+    else:
+        url = sim.current_url if base is not None and base.feed.api == "current" else sim.ws_url
+        cfg = demo_config(base, symbols, url, opts.chaos)
+        header = render_header(url, cfg, opts.rate, opts.seed, opts.chaos)
     app = App(cfg)
 
     loop = asyncio.get_running_loop()
@@ -206,7 +288,7 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
         out.write(text)
         out.flush()
 
-    write("\n".join(render_header(url, cfg, opts.rate, opts.seed, opts.chaos)) + "\n\n")
+    write("\n".join(header) + "\n\n")
     started = time.monotonic()
     app_task = asyncio.create_task(app.run(handle_signals=False), name="collector")
     stopped = asyncio.create_task(stop.wait())
@@ -232,15 +314,24 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
             prev, prev_t = views, now
             if tty:
                 width = shutil.get_terminal_size().columns
-                lines = render_table(views, rates, now - started, list(events), width, opts.seconds)
+                if whole:
+                    lines = render_exchange(views, rates, now - started, exchange_view(sim),
+                                            list(events), width, opts.seconds)
+                else:
+                    lines = render_table(views, rates, now - started, list(events), width, opts.seconds)
                 write(redraw(drawn, lines))
                 drawn = len(lines)
+            elif whole:
+                write("\n".join(render_exchange_plain(views, rates, now - started,
+                                                       exchange_view(sim))) + "\n")
             else:
                 write("\n".join(render_plain(views, rates, now - started)) + "\n")
     finally:
         if tty:
             write("\r\x1b[K\x1b[?25h")  # wipe a "^C" echo; cursor back
         stopped.cancel()
+        ex = exchange_view(sim)  # before the sockets close ...
+        live = {v.symbol for v in snapshot(app, time.monotonic()) if v.live}  # ... and the feeds stop
         app.stop()  # signals stay caught meanwhile: a second Ctrl-C cannot tear the files
         status = await app_task
         await sim.stop()
@@ -248,16 +339,21 @@ async def run_demo(base: config.Config | None, opts: DemoOptions, out: TextIO = 
             loop.remove_signal_handler(sig)
     elapsed = time.monotonic() - started
     views = snapshot(app, time.monotonic())
+    if whole:  # the counters as written, the state as it was before stopping
+        views = [dataclasses.replace(v, live=v.symbol in live) for v in views]
     files: dict[str, Path] = {}
     closed: dict[str, int] = {}
-    for sym in cfg.feed.symbols:
+    for sym in ex.busy if whole else cfg.feed.symbols:
         folder = cfg.output.dir / sym
         if (folder / "current.jsonl").exists():
             files[sym] = folder / "current.jsonl"
         if folder.is_dir():  # segments closed (rotated) by this or earlier runs
             closed[sym] = sum(1 for p in folder.iterdir()
                               if p.is_file() and p.name.startswith(f"{sym}."))
-    if status == 0 or any(v.bytes_written for v in views):
+    if whole and (status == 0 or any(v.bytes_written for v in views)):
+        write("\n" + "\n".join(render_exchange_summary(views, elapsed, files, cfg.output.dir,
+                                                       opts.chaos, ex)) + "\n")
+    elif status == 0 or any(v.bytes_written for v in views):
         write("\n" + "\n".join(render_summary(views, elapsed, files, cfg.output.dir, opts.chaos,
                                               closed)) + "\n")
     if status:

@@ -75,14 +75,14 @@ def state_label(v: SymbolView) -> str:
 def update_rates(prev: Sequence[SymbolView] | None, cur: Sequence[SymbolView],
                  dt: float) -> dict[str, float]:
     """Updates per second per symbol between two snapshots."""
-    if not prev or dt <= 0:
+    if prev is None or dt <= 0:
         return {v.symbol: 0.0 for v in cur}
     before = {v.symbol: v.updates for v in prev}
     return {v.symbol: max(0, v.updates - before.get(v.symbol, 0)) / dt for v in cur}
 
 
 _COLUMNS = (  # header, width, right-aligned
-    ("symbol", 8, False), ("state", 9, False), ("upd/s", 6, True), ("updates", 8, True),
+    ("symbol", 11, False), ("state", 9, False), ("upd/s", 6, True), ("updates", 8, True),
     ("trades", 7, True), ("best bid", 12, True), ("best ask", 12, True),
     ("spread", 18, True), ("written", 9, True),
 )
@@ -145,13 +145,13 @@ def render_summary(views: Sequence[SymbolView], elapsed: float, files: Mapping[s
     """`files`: each symbol's current file; `closed`: how many closed segments sit beside it."""
     closed = closed or {}
     lines = [f"demo stopped after {elapsed:.1f} s.", ""]
-    lines.append(f"{'symbol':<8}  {'updates':>8}  {'trades':>7}  {'written':>9}  {'file':<28}  resyncs")
+    lines.append(f"{'symbol':<11}  {'updates':>8}  {'trades':>7}  {'written':>9}  {'file':<28}  resyncs")
     for v in views:
         path = str(files[v.symbol]) if v.symbol in files else "(none)"
         if closed.get(v.symbol):
             path += f" (+{closed[v.symbol]} closed segments)"
         extra = f"; {v.unknown} unknown events skipped" if v.unknown else ""
-        lines.append(f"{v.symbol:<8}  {v.updates:>8}  {v.trades:>7}  "
+        lines.append(f"{v.symbol:<11}  {v.updates:>8}  {v.trades:>7}  "
                      f"{fmt_bytes(v.bytes_written):>9}  {path:<28}  "
                      f"{fmt_resyncs(v.resyncs)}{extra}")
     lines += ["", f"Files are in {out_dir}/, one JSON record per line."]
@@ -173,3 +173,95 @@ def fmt_event(event: Mapping[str, Any]) -> str:
     return f"{head} {rest}".rstrip()
 
 
+
+
+# ---- a whole exchange (`collector demo --symbols all`): a summary, not one row per symbol ----
+
+@dataclass(frozen=True)
+class ExchangeView:
+    """What the demo shows of the simulated exchange itself."""
+
+    listed: int  # symbols the simulator lists
+    sockets: int  # current-API sockets open on it
+    answered_429: int  # 429s it answered (limits and faults): the collector should cause none
+    busy: tuple[str, ...]  # its busy books, shown one row each
+
+
+NOT_LIVE_SHOWN = 8  # symbols named on the "not live" line
+
+
+def _counts(views: Sequence[SymbolView]) -> tuple[int, int, int]:
+    live = sum(v.live for v in views)
+    syncing = sum(1 for v in views if not v.live and v.connects)
+    return live, syncing, len(views) - live - syncing
+
+
+def _not_live(views: Sequence[SymbolView]) -> str:
+    names = [v.symbol for v in views if not v.live]
+    more = f" (+{len(names) - NOT_LIVE_SHOWN} more)" if len(names) > NOT_LIVE_SHOWN else ""
+    return ", ".join(names[:NOT_LIVE_SHOWN]) + more
+
+
+def _state(views: Sequence[SymbolView]) -> str:
+    """`340 live, 7 syncing` (zero counts left out, but for live)."""
+    live, syncing, starting = _counts(views)
+    return f"{live} live" + (f", {syncing} syncing" if syncing else "") + (
+        f", {starting} starting" if starting else "")
+
+
+def exchange_totals(views: Sequence[SymbolView], rates: Mapping[str, float] | None,
+                    ex: ExchangeView) -> list[str]:
+    """Two lines: the exchange and the recording as a whole (the rate left out without `rates`)."""
+    resyncs = sum(sum(v.resyncs.values()) for v in views)
+    rate = "" if rates is None else f"{sum(rates.get(v.symbol, 0.0) for v in views):.1f} upd/s, "
+    return [
+        f"exchange: {ex.listed} listed, {len(views)} recorded ({_state(views)}); "
+        f"{ex.sockets} sockets; {ex.answered_429} answered 429",
+        f"all symbols: {rate}"
+        f"{sum(v.updates for v in views)} updates, {sum(v.trades for v in views)} trades, "
+        f"{resyncs} resyncs, {fmt_bytes(sum(v.bytes_written for v in views))} written",
+    ]
+
+
+def render_exchange(views: Sequence[SymbolView], rates: Mapping[str, float], elapsed: float,
+                    ex: ExchangeView, events: Sequence[str] = (), width: int | None = None,
+                    seconds: float | None = None) -> list[str]:
+    """The terminal view of a whole exchange: totals, a row per busy book, one line for
+    the quiet ones, the symbols not live."""
+    busy = [v for v in views if v.symbol in set(ex.busy)]
+    quiet = [v for v in views if v.symbol not in set(ex.busy)]
+    table = render_table(busy, rates, elapsed, (), None, seconds)
+    moving = sum(1 for v in quiet if rates.get(v.symbol, 0.0) > 0)
+    lines = table[:2] + exchange_totals(views, rates, ex) + ["", f"busy books ({len(busy)}):"]
+    lines += table[2:]
+    lines.append(f"quiet books ({len(quiet)}): {_state(quiet)}; {moving} just updated")
+    if any(not v.live for v in views):
+        lines.append(f"not live: {_not_live(views)}")
+    if events:
+        lines += ["", "recent events:"] + [f"  {e}" for e in events]
+    return [_clip(line, width) for line in lines]
+
+
+def render_exchange_plain(views: Sequence[SymbolView], rates: Mapping[str, float], elapsed: float,
+                          ex: ExchangeView) -> list[str]:
+    """Non-terminal status of a whole exchange: one totals line, then a line per busy book."""
+    live, syncing, starting = _counts(views)
+    head = (f"[{elapsed:6.1f}s] exchange listed={ex.listed} recorded={len(views)} live={live} "
+            f"syncing={syncing} starting={starting} sockets={ex.sockets} "
+            f"upd/s={sum(rates.get(v.symbol, 0.0) for v in views):.1f} "
+            f"updates={sum(v.updates for v in views)} "
+            f"resyncs={sum(sum(v.resyncs.values()) for v in views)} answered_429={ex.answered_429}")
+    busy = set(ex.busy)
+    return [head] + render_plain([v for v in views if v.symbol in busy], rates, elapsed)
+
+
+def render_exchange_summary(views: Sequence[SymbolView], elapsed: float, files: Mapping[str, Path],
+                            out_dir: Path, chaos: bool, ex: ExchangeView) -> list[str]:
+    """The summary at exit: totals, a row per busy book, where the files are. `views` and
+    `ex` as they were just before the collector stopped."""
+    busy = [v for v in views if v.symbol in set(ex.busy)]
+    lines = render_summary(busy, elapsed, files, out_dir, chaos)
+    totals = exchange_totals(views, None, ex)
+    if any(not v.live for v in views):
+        totals.append(f"not live at the end: {_not_live(views)}")
+    return lines[:2] + totals + ["", f"busy books ({len(busy)}):"] + lines[2:]

@@ -1,0 +1,280 @@
+"""The whole exchange: the collector with `symbols = ["*"]` against the simulator's
+347-symbol exchange (issue 15's figures).
+
+    .venv/bin/python -m bench.exchange             # about 3 minutes, prints the table
+    .venv/bin/python -m bench.exchange --v1        # also v1's start and blip (about 15 minutes)
+    .venv/bin/python -m bench.exchange --quick     # seconds, small sizes: proves it works
+
+The simulator (`SimExchange.whole`) runs in this process, the collector (`collector run`
+through `bench.probe`, which notes the time of every file write) in its own. Runs:
+
+* **start / blip** (current API, shared sockets; with `--v1`, v1 too): 10 busy books at
+  50 updates/s with 2,000 levels, the rest quiet, Gemini's limits on (a 429 is counted).
+  Time from spawning the collector to every listed symbol live (`collector_stream_live`
+  on /metrics, then checked: each file has a book record), then from `sim.blip()` (every
+  socket dropped) to every symbol live again; peak RSS (VmHWM).
+* **load** (current API, `symbols_per_socket` 50 and 1): the busy books at 500 updates/s
+  each, 5,000/s in total. Over a window after a warm-up: the collector's CPU time per
+  update (/proc/PID/stat over the book records received in the window), and the latency of every book
+  record from the simulator's `ws.send` of its frame (stamped here, keyed by the frame's
+  update id `u`, unique across symbols) to the write that completed its line. The
+  simulator's schedule wakes every millisecond here (5 updates a wake-up, as `bench.run`
+  paces its load), not every 5 ms: a burst of 25 frames would put the last one 25 frames'
+  work behind the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+from bench.run import ROOT, TICK, cpu_ticks, percentiles, pyspy, stop, written_books
+from collector.sim import SimExchange, server
+
+_U = re.compile(rb'"u":(\d+)')
+_LIVE = re.compile(r'^collector_stream_live\{symbol="[^"]+"\} 1\.0$', re.M)
+
+
+class SendStamps:
+    """`ws.send` of every depth frame, by update id: the simulator runs in this process."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, int] = {}
+        self.on = False
+        original = ServerConnection.send
+
+        async def send(conn: ServerConnection, message: Any, text: bool | None = None) -> None:
+            if self.on and isinstance(message, bytes) and message.startswith(b'{"e":"depthUpdate"'):
+                m = _U.search(message)
+                if m:
+                    self.sent[int(m.group(1))] = time.time_ns()
+            await original(conn, message, text=text)
+
+        ServerConnection.send = send  # type: ignore[method-assign, assignment]  # the stamp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text: str = r.read().decode()
+        return text
+
+
+def config(sim: SimExchange, out: Path, port: int, api: str, per_socket: int) -> str:
+    url = sim.current_url if api == "current" else sim.ws_url
+    return f"""[feed]
+api = "{api}"
+url = "{url}"
+rest_url = "{sim.rest_url}"
+symbols = ["*"]
+symbols_per_socket = {per_socket}
+max_connects_per_minute = {50 if per_socket > 1 or api == "v1" else 100000}
+snapshot_timeout_s = 30
+
+[book]
+depth = 10
+emit = "every"
+
+[output]
+dir = "{out}"
+rotate = "1d"
+max_segment_mb = 1000000
+compress = "none"
+min_free_mb = 0
+
+[metrics]
+listen = "127.0.0.1:{port}"
+
+[log]
+level = "warning"
+"""
+
+
+class Collector:
+    def __init__(self, sim: SimExchange, work: Path, name: str, api: str, per_socket: int) -> None:
+        self.dir = work / name
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        cfg = self.dir / "config.toml"
+        cfg.write_text(config(sim, self.dir / "data", self.port, api, per_socket))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.started = time.monotonic()
+        with open(self.dir / "collector.err", "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.probe", "--write-log", str(self.dir / "writes.bin"),
+                 "run", "--config", str(cfg)], cwd=ROOT, env=env, stderr=err)
+
+    def metrics(self) -> str:
+        try:
+            return scrape(self.port)
+        except OSError:
+            return ""
+
+    def live(self) -> int:
+        return len(_LIVE.findall(self.metrics()))
+
+    async def wait_live(self, n: int, timeout: float) -> float:
+        """Seconds until `n` symbols are live (from now)."""
+        t0 = time.monotonic()
+        while self.live() < n:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited {self.proc.returncode}: see {self.dir}/collector.err")
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"only {self.live()} of {n} live after {timeout} s")
+            await asyncio.sleep(0.1)
+        return time.monotonic() - t0
+
+    def books_written(self, symbols: list[str]) -> int:
+        data = self.dir / "data"
+        return sum(b'"type":"book"' in (data / s / "current.jsonl").read_bytes()
+                   for s in symbols if (data / s / "current.jsonl").exists())
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM; (exit status, peak RSS in MB over the whole run)."""
+        status, _, _, maxrss_kb = stop(self.proc)
+        return status, maxrss_kb / 1024
+
+
+async def start_and_blip(args: argparse.Namespace, work: Path, api: str) -> dict[str, Any]:
+    async with SimExchange.whole(args.symbols, busy=args.busy, rate=args.rate, depth=args.depth,
+                                 seed=1, limits=True) as sim:
+        listed = list(sim.specs)
+        c = Collector(sim, work, f"start-{api}", api, 50)
+        try:
+            await c.wait_live(len(listed), args.timeout)
+            start_s = time.monotonic() - c.started
+            books = c.books_written(listed)
+            scrape_ms = []
+            for _ in range(3):
+                t = time.perf_counter()
+                c.metrics()
+                scrape_ms.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(args.settle)
+            dropped = sim.blip()
+            await asyncio.sleep(0.5)  # the drop reaches every feed
+            back_s = await c.wait_live(len(listed), args.timeout) + 0.5
+        finally:
+            status, rss_mb = c.stop()
+        return {"api": api, "symbols": len(listed), "start_s": round(start_s, 2), "books": books,
+                "sockets_dropped": dropped, "blip_back_s": round(back_s, 2),
+                "peak_rss_mb": round(rss_mb, 1), "sim_429": sim.exchange_stats.total_429,
+                "metrics_scrape_ms": round(max(scrape_ms), 1),
+                "exit_status": status}
+
+
+async def load(args: argparse.Namespace, work: Path, per_socket: int, stamps: SendStamps) -> dict[str, Any]:
+    server.TICK_S = 0.001  # the simulator's schedule: bursts of 5 updates a millisecond, as bench.run paces
+    async with SimExchange.whole(args.symbols, busy=args.busy, rate=args.load_rate, depth=args.depth,
+                                 seed=2, limits=False) as sim:
+        listed = list(sim.specs)
+        c = Collector(sim, work, f"load-{per_socket}", "current", per_socket)
+        try:
+            await c.wait_live(len(listed), args.timeout)
+            stamps.sent.clear()
+            stamps.on = True
+            await asyncio.sleep(args.warmup)
+            # no /metrics scrape in the window: generating it blocks the collector's loop
+            profiler = None
+            if args.profile and per_socket > 1:
+                profiler = subprocess.Popen(
+                    [pyspy() or "py-spy", "record", "--pid", str(c.proc.pid), "--rate", "250", "--gil",
+                     "--duration", str(int(args.window)), "--format", "raw", "--output", str(args.profile)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            k0, t0 = cpu_ticks(c.proc.pid), time.time_ns()
+            await asyncio.sleep(args.window)
+            if profiler is not None:
+                profiler.wait()
+            k1, t1 = cpu_ticks(c.proc.pid), time.time_ns()
+            stamps.on = False
+        finally:
+            c.stop()
+        books = [(r, written) for r, written in written_books(c.dir / "writes.bin")
+                 if t0 <= r["recv_ns"] < t1]
+        lat = [written - stamps.sent[r["seq"]] for r, written in books
+               if written is not None and r["seq"] in stamps.sent]
+        updates = len(books)
+        cpu_s = (k1 - k0) / TICK
+        return {"symbols_per_socket": per_socket, "updates_per_s": round(updates / ((t1 - t0) / 1e9)),
+                "cpu_util": round(cpu_s / ((t1 - t0) / 1e9), 3),
+                "cpu_us_per_update": round(cpu_s / updates * 1e6, 1) if updates else None,
+                "latency": percentiles(lat)}
+
+
+def table(res: dict[str, Any]) -> str:
+    out = ["run                       symbols  to all live  back after blip  peak RSS  429s  /metrics",
+           *(f"start/blip {r['api']:<14} {r['symbols']:>7} {r['start_s']:>10.1f} s "
+             f"{r['blip_back_s']:>14.1f} s {r['peak_rss_mb']:>6.0f} MB {r['sim_429']:>5} "
+             f"{r['metrics_scrape_ms']:>6.0f} ms" for r in res["start"]),
+           "",
+           "load (5,000 upd/s)        updates/s   CPU  us/update  latency p50/p99/max ms"]
+    for r in res["load"]:
+        lat = r["latency"]
+        out.append(f"symbols_per_socket={r['symbols_per_socket']:<6} {r['updates_per_s']:>12} "
+                   f"{r['cpu_util']:>5.2f} {r['cpu_us_per_update'] or 0:>10.1f}  "
+                   f"{lat['p50_ms']}/{lat['p99_ms']}/{lat['max_ms']}")
+    return "\n".join(out)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    stamps = SendStamps()
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        work = Path(tmp)
+        res: dict[str, Any] = {"start": [], "load": []}
+        for api in () if args.only_load else ("current", "v1") if args.v1 else ("current",):
+            res["start"].append(await start_and_blip(args, work, api))
+            print(json.dumps(res["start"][-1]), file=sys.stderr, flush=True)
+        for per_socket in (50, 1):
+            res["load"].append(await load(args, work, per_socket, stamps))
+            print(json.dumps(res["load"][-1]), file=sys.stderr, flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.exchange", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbols", type=int, default=347)
+    p.add_argument("--busy", type=int, default=10)
+    p.add_argument("--rate", type=float, default=50.0, help="busy books' updates/s, start/blip runs")
+    p.add_argument("--load-rate", type=float, default=500.0, help="busy books' updates/s, load runs")
+    p.add_argument("--depth", type=int, default=2000)
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--window", type=float, default=15.0)
+    p.add_argument("--settle", type=float, default=3.0, help="seconds live before the blip")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--v1", action="store_true", help="also v1's start and blip (minutes: its budget)")
+    p.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy the shared-socket load run into this file (raw folded stacks)")
+    p.add_argument("--only-load", action="store_true", help="skip the start/blip runs")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "exchange.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.symbols, args.busy, args.depth, args.warmup, args.window, args.settle = 20, 2, 100, 1.0, 2.0, 0.5
+        args.load_rate = 100.0
+    res = asyncio.run(main_async(args))
+    print(table(res))
+    if not args.quick:
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
