@@ -9,6 +9,7 @@ from prometheus_client import generate_latest
 from collector.ops.metrics import build_registry
 from collector.runtime.app import App
 from collector.runtime.feed import MAX_RESUBSCRIBES
+from collector.sim import SimExchange
 from tests.helpers.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
 
 SYMBOLS = ["BTCUSD", "ETHUSD", "SOLUSD", "LTCUSD", "DOGEUSD"]
@@ -120,3 +121,30 @@ async def test_a_removed_symbol_leaves_its_socket_to_the_others(sim, tmp_path):
         # the unsubscribe took: only frames already on their way came for the one gone
         assert app.pool is not None and app.pool.sockets[slot].strays < 5
     assert reasons(read_records(tmp_path, stays)) == ["start"]
+
+
+@pytest.mark.timeout(120)
+async def test_the_whole_exchange_starts_and_comes_back_after_a_blip_without_a_429(tmp_path):
+    """347 symbols behind Gemini's limits: every one live, no 429 in the start or after
+    every socket dropped at once, and every book record true."""
+    async with SimExchange.whole(busy=3, rate=20.0, depth=50, quiet_depth=10, ping_interval=1.0) as sim:
+        listed = list(sim.specs)
+        cfg = make_config(sim.current_url, tmp_path, ["*"], feed={
+            "api": "current", "rest_url": sim.rest_url, "max_connects_per_minute": 50,
+            "ping_interval_s": 1.0, "ping_timeout_s": 2.0, "snapshot_timeout_s": 10.0})
+        async with running(cfg) as app:
+            await wait_until(lambda: len(app.feeds) == len(listed)
+                             and all(f.stats.live for f in app.feeds.values()), timeout=60, what="all live")
+            assert app.pool is not None and app.pool.opened == 7  # 347 / 50
+            assert sim.blip() == 7
+            await wait_until(lambda: all(f.stats.resyncs["closed"] for f in app.feeds.values()),
+                             timeout=30, what="every symbol saw the blip")
+            await wait_until(lambda: all(f.stats.live for f in app.feeds.values()), timeout=60,
+                             what="all live again")
+            assert app.pool.opened == 14
+        assert sim.exchange_stats.total_429 == 0
+        assert len(listed) == 347
+        for sym in listed:
+            recs = read_records(tmp_path, sym)
+            assert reasons(recs) == ["start", "closed"], sym
+            check_against_truth(sim, recs, sym, api="current")
