@@ -10,9 +10,10 @@ through `bench.probe`, which notes the time of every file write) in its own. Run
 
 * **start / blip** (current API, shared sockets; with `--v1`, v1 too): 10 busy books at
   50 updates/s with 2,000 levels, the rest quiet, Gemini's limits on (a 429 is counted).
-  Time from spawning the collector to every listed symbol live (`collector_stream_live`
-  on /metrics, then checked: each file has a book record), then from `sim.blip()` (every
-  socket dropped) to every symbol live again; peak RSS (VmHWM).
+  Time from spawning the collector to a book record in every listed symbol's file, then
+  from `sim.blip()` (every socket dropped) to a book record after the `closed` resync in
+  every file; peak RSS; the time one /metrics scrape takes (it blocks the collector's loop:
+  nothing else scrapes during the runs).
 * **load** (current API, `symbols_per_socket` 50 and 1): the busy books at 500 updates/s
   each, 5,000/s in total. Over a window after a warm-up: the collector's CPU time per
   update (/proc/PID/stat over the book records received in the window), and the latency of every book
@@ -45,7 +46,6 @@ from bench.run import ROOT, TICK, cpu_ticks, percentiles, pyspy, stop, written_b
 from collector.sim import SimExchange, server
 
 _U = re.compile(rb'"u":(\d+)')
-_LIVE = re.compile(r'^collector_stream_live\{symbol="[^"]+"\} 1\.0$', re.M)
 
 
 class SendStamps:
@@ -129,24 +129,32 @@ class Collector:
         except OSError:
             return ""
 
-    def live(self) -> int:
-        return len(_LIVE.findall(self.metrics()))
+    def booked(self, symbol: str, after: bytes | None) -> bool:
+        """The symbol's file has a book record (after the first `after` marker, if given)."""
+        try:
+            data = (self.dir / "data" / symbol / "current.jsonl").read_bytes()
+        except FileNotFoundError:
+            return False
+        if after is not None:
+            at = data.find(after)
+            if at < 0:
+                return False
+            data = data[at:]
+        return b'"type":"book"' in data
 
-    async def wait_live(self, n: int, timeout: float) -> float:
-        """Seconds until `n` symbols are live (from now)."""
+    async def wait_books(self, symbols: list[str], timeout: float, after: bytes | None = None) -> float:
+        """Seconds until every symbol has a book record (after `after`). Read from the
+        files: scraping /metrics meanwhile would block the collector's loop."""
         t0 = time.monotonic()
-        while self.live() < n:
+        waiting = list(symbols)
+        while waiting:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited {self.proc.returncode}: see {self.dir}/collector.err")
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"only {self.live()} of {n} live after {timeout} s")
-            await asyncio.sleep(0.1)
+                raise RuntimeError(f"{len(waiting)} of {len(symbols)} without a book after {timeout} s")
+            waiting = [s for s in waiting if not self.booked(s, after)]
+            await asyncio.sleep(0.05)
         return time.monotonic() - t0
-
-    def books_written(self, symbols: list[str]) -> int:
-        data = self.dir / "data"
-        return sum(b'"type":"book"' in (data / s / "current.jsonl").read_bytes()
-                   for s in symbols if (data / s / "current.jsonl").exists())
 
     def stop(self) -> tuple[int, float]:
         """SIGTERM; (exit status, peak RSS in MB over the whole run)."""
@@ -160,9 +168,8 @@ async def start_and_blip(args: argparse.Namespace, work: Path, api: str) -> dict
         listed = list(sim.specs)
         c = Collector(sim, work, f"start-{api}", api, 50)
         try:
-            await c.wait_live(len(listed), args.timeout)
+            await c.wait_books(listed, args.timeout)
             start_s = time.monotonic() - c.started
-            books = c.books_written(listed)
             scrape_ms = []
             for _ in range(3):
                 t = time.perf_counter()
@@ -170,11 +177,10 @@ async def start_and_blip(args: argparse.Namespace, work: Path, api: str) -> dict
                 scrape_ms.append((time.perf_counter() - t) * 1000)
             await asyncio.sleep(args.settle)
             dropped = sim.blip()
-            await asyncio.sleep(0.5)  # the drop reaches every feed
-            back_s = await c.wait_live(len(listed), args.timeout) + 0.5
+            back_s = await c.wait_books(listed, args.timeout, after=b'"reason":"closed"')
         finally:
             status, rss_mb = c.stop()
-        return {"api": api, "symbols": len(listed), "start_s": round(start_s, 2), "books": books,
+        return {"api": api, "symbols": len(listed), "start_s": round(start_s, 2),
                 "sockets_dropped": dropped, "blip_back_s": round(back_s, 2),
                 "peak_rss_mb": round(rss_mb, 1), "sim_429": sim.exchange_stats.total_429,
                 "metrics_scrape_ms": round(max(scrape_ms), 1),
@@ -188,7 +194,7 @@ async def load(args: argparse.Namespace, work: Path, per_socket: int, stamps: Se
         listed = list(sim.specs)
         c = Collector(sim, work, f"load-{per_socket}", "current", per_socket)
         try:
-            await c.wait_live(len(listed), args.timeout)
+            await c.wait_books(listed, args.timeout)
             stamps.sent.clear()
             stamps.on = True
             await asyncio.sleep(args.warmup)
@@ -242,7 +248,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for api in () if args.only_load else ("current", "v1") if args.v1 else ("current",):
             res["start"].append(await start_and_blip(args, work, api))
             print(json.dumps(res["start"][-1]), file=sys.stderr, flush=True)
-        for per_socket in (50, 1):
+        for per_socket in () if args.no_load else (50, 1):
             res["load"].append(await load(args, work, per_socket, stamps))
             print(json.dumps(res["load"][-1]), file=sys.stderr, flush=True)
     return res
@@ -260,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=3.0, help="seconds live before the blip")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--v1", action="store_true", help="also v1's start and blip (minutes: its budget)")
+    p.add_argument("--no-load", action="store_true", help="skip the load runs")
     p.add_argument("--quick", action="store_true", help="small sizes, seconds")
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the shared-socket load run into this file (raw folded stacks)")
