@@ -25,8 +25,12 @@
  * Stream.feed 2.4 us per frame from orjson's dict, 1.2 us from the bytes).
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030B0000 /* the stable ABI of 3.11: one abi3 build for 3.11 and later */
+#endif
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SIG_DIGITS 17
@@ -58,6 +62,8 @@ typedef struct {
 } Num;
 
 static PyObject *Decimal, *Fragment;
+static char *out_buf; /* change()'s scratch buffer (the GIL guards it) */
+static Py_ssize_t out_cap;
 static PyObject *k_updates, *k_trades, *k_latency, *k_observe;
 
 static int
@@ -113,15 +119,16 @@ parse_num(const char *s, Py_ssize_t len, Num *out)
 static const char *
 ascii(PyObject *s, Py_ssize_t *len)
 {
-    *len = PyUnicode_GET_LENGTH(s);
-    return (const char *)PyUnicode_DATA(s);
+    return PyUnicode_AsUTF8AndSize(s, len); /* an ASCII str's own buffer: no copy, no failure */
 }
 
 /* parse_num on an ASCII str */
 static int
 parse_str(PyObject *s, Num *out)
 {
-    return parse_num((const char *)PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s), out);
+    Py_ssize_t len;
+    const char *text = ascii(s, &len);
+    return parse_num(text, len, out);
 }
 
 /* Parse a str argument as a plain decimal, or set ValueError. */
@@ -132,7 +139,12 @@ parse_arg(PyObject *s, const char *what, Num *out)
         PyErr_Format(PyExc_TypeError, "%s must be str", what);
         return 0;
     }
-    if (!PyUnicode_IS_ASCII(s) || !parse_str(s, out)) {
+    /* parse_num takes only ASCII digits and '.': a str it accepts is ASCII */
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(s, &len);
+    if (text == NULL)
+        PyErr_Clear(); /* lone surrogates: not a decimal either */
+    if (text == NULL || !parse_num(text, len, out)) {
         PyErr_Format(PyExc_ValueError, "%s %R is not a plain decimal", what, s);
         return 0;
     }
@@ -265,10 +277,11 @@ side_set(SideObject *s, PyObject *price, const Num *p, PyObject *size, const Num
         Level *l = &s->lv[i];
         if (same_text(l->size, size) && same_text(l->price, price))
             return 0;
-        Py_INCREF(price);
-        Py_INCREF(size);
-        Py_SETREF(l->price, price);
-        Py_SETREF(l->size, size);
+        PyObject *old_price = l->price, *old_size = l->size;
+        l->price = Py_NewRef(price);
+        l->size = Py_NewRef(size);
+        Py_DECREF(old_price);
+        Py_DECREF(old_size);
         l->key = p->key; /* the same value, maybe another spelling: the same key */
         if (i < s->n - depth)
             return 0;
@@ -318,7 +331,10 @@ top_json(SideObject *s, Py_ssize_t depth, Py_ssize_t *len)
         Py_ssize_t m = s->n < depth ? s->n : depth, need = 2;
         for (Py_ssize_t k = 0; k < m; k++) {
             Level *l = &s->lv[s->n - 1 - k];
-            need += PyUnicode_GET_LENGTH(l->price) + PyUnicode_GET_LENGTH(l->size) + 8;
+            Py_ssize_t lp, lq;
+            ascii(l->price, &lp);
+            ascii(l->size, &lq);
+            need += lp + lq + 8;
         }
         if (need > s->top_cap) {
             char *buf = PyMem_Realloc(s->top, (size_t)need);
@@ -370,7 +386,7 @@ Side_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int bids;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "p", kwlist, &bids))
         return NULL;
-    SideObject *s = (SideObject *)type->tp_alloc(type, 0);
+    SideObject *s = (SideObject *)PyType_GenericAlloc(type, 0);
     if (s == NULL)
         return NULL;
     s->bids = bids;
@@ -388,7 +404,10 @@ Side_dealloc(SideObject *s)
     PyMem_Free(s->lv);
     PyMem_Free(s->top);
     Py_XDECREF(s->frag);
-    Py_TYPE(s)->tp_free((PyObject *)s);
+    PyTypeObject *type = Py_TYPE((PyObject *)s);
+    freefunc free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free(s);
+    Py_DECREF(type); /* an instance of a heap type holds a reference to it */
 }
 
 static Py_ssize_t
@@ -433,7 +452,7 @@ Side_best(SideObject *s, PyObject *Py_UNUSED(ignored))
 {
     if (s->n == 0)
         Py_RETURN_NONE;
-    return PyObject_CallOneArg(Decimal, s->lv[s->n - 1].price);
+    return PyObject_CallFunctionObjArgs(Decimal, s->lv[s->n - 1].price, NULL);
 }
 
 static PyObject *
@@ -453,7 +472,7 @@ Side_top(SideObject *s, PyObject *arg)
             Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(out, k, t);
+        PyList_SetItem(out, k, t); /* steals t; out is new, so it cannot fail */
     }
     return out;
 }
@@ -471,7 +490,7 @@ Side_top_json(SideObject *s, PyObject *arg)
         PyObject *b = PyBytes_FromStringAndSize(json, len);
         if (b == NULL)
             return NULL;
-        s->frag = PyObject_CallOneArg(Fragment, b);
+        s->frag = PyObject_CallFunctionObjArgs(Fragment, b, NULL);
         Py_DECREF(b);
         if (s->frag == NULL)
             return NULL;
@@ -511,20 +530,17 @@ free_entries(Entry *e, Py_ssize_t n)
 
 /* Read (price, size) pairs into entries; the number read, or -1 on error. */
 static Py_ssize_t
-read_levels(PyObject *seq, Entry *e)
+read_levels(PyObject *list, Entry *e)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t n = PyList_Size(list);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PySequence_Fast(items[i], "load(): a level must be a (price, size) pair");
-        if (pair == NULL)
-            return -(i + 1);
-        if (PySequence_Fast_GET_SIZE(pair) != 2) {
+        PyObject *pair = PySequence_Tuple(PyList_GetItem(list, i));
+        if (pair == NULL || PyTuple_Size(pair) != 2) {
             PyErr_SetString(PyExc_TypeError, "load(): a level must be a (price, size) pair");
-            Py_DECREF(pair);
+            Py_XDECREF(pair);
             return -(i + 1);
         }
-        PyObject *price = PySequence_Fast_GET_ITEM(pair, 0), *size = PySequence_Fast_GET_ITEM(pair, 1);
+        PyObject *price = PyTuple_GetItem(pair, 0), *size = PyTuple_GetItem(pair, 1);
         Num q;
         if (!parse_arg(price, "price", &e[i].p) || !parse_arg(size, "size", &q)) {
             Py_DECREF(pair);
@@ -542,10 +558,10 @@ read_levels(PyObject *seq, Entry *e)
 static PyObject *
 Side_load(SideObject *s, PyObject *levels)
 {
-    PyObject *seq = PySequence_Fast(levels, "load(levels): levels must be iterable");
+    PyObject *seq = PySequence_List(levels);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyList_Size(seq);
     Entry *e = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Entry));
     if (e == NULL) {
         Py_DECREF(seq);
@@ -606,19 +622,23 @@ static PyMethodDef Side_methods[] = {
     {NULL},
 };
 
-static PySequenceMethods Side_as_sequence = {.sq_length = (lenfunc)Side_len};
-
-static PyTypeObject SideType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "collector.core._fastbook.Side",
-    .tp_basicsize = sizeof(SideObject),
-    .tp_dealloc = (destructor)Side_dealloc,
-    .tp_as_sequence = &Side_as_sequence,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "One side of an exact full-depth book (collector.core.book.PySide in C).",
-    .tp_methods = Side_methods,
-    .tp_new = Side_new,
+static PyType_Slot Side_slots[] = {
+    {Py_tp_dealloc, (void *)Side_dealloc},
+    {Py_sq_length, (void *)Side_len},
+    {Py_tp_doc, "One side of an exact full-depth book (collector.core.book.PySide in C)."},
+    {Py_tp_methods, Side_methods},
+    {Py_tp_new, (void *)Side_new},
+    {0, NULL},
 };
+
+static PyType_Spec Side_spec = {
+    .name = "collector.core._fastbook.Side",
+    .basicsize = sizeof(SideObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = Side_slots,
+};
+
+static PyTypeObject *SideType; /* made from Side_spec when the module loads */
 
 /* ---- the fast path ----------------------------------------------------------------------- */
 
@@ -889,7 +909,7 @@ observe_latency(PyObject *counts, long long value)
     if (h != Py_None) {
         PyObject *v = PyLong_FromLongLong(value), *done = NULL;
         if (v != NULL)
-            done = PyObject_CallMethodOneArg(h, k_observe, v);
+            done = PyObject_CallMethodObjArgs(h, k_observe, v, NULL);
         r = done == NULL ? -1 : 0;
         Py_XDECREF(v);
         Py_XDECREF(done);
@@ -901,10 +921,7 @@ observe_latency(PyObject *counts, long long value)
 static PyObject *
 ascii_str(const Text *t)
 {
-    PyObject *o = PyUnicode_New(t->len, 127);
-    if (o != NULL)
-        memcpy(PyUnicode_DATA(o), t->s, (size_t)t->len);
-    return o;
+    return PyUnicode_DecodeASCII(t->s, t->len, NULL); /* scan_str let only ASCII through */
 }
 
 /* change(raw, expected, bids, asks, depth, emit_every, symbol, recv_ns, counts)
@@ -920,8 +937,8 @@ ascii_str(const Text *t)
 static PyObject *
 change(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9 || !PyBytes_CheckExact(args[0]) || !PyObject_TypeCheck(args[2], &SideType)
-        || !PyObject_TypeCheck(args[3], &SideType) || !PyBytes_CheckExact(args[6])) {
+    if (nargs != 9 || !PyBytes_CheckExact(args[0]) || !PyObject_TypeCheck(args[2], SideType)
+        || !PyObject_TypeCheck(args[3], SideType) || !PyBytes_CheckExact(args[6])) {
         PyErr_SetString(PyExc_TypeError,
                         "change(raw: bytes, expected: int, bids: Side, asks: Side, depth: int, "
                         "emit_every: bool, symbol: bytes, recv_ns: int, counts)");
@@ -937,7 +954,8 @@ change(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (!depth_arg(args[4], &depth))
         return NULL;
 
-    Scan sc = {PyBytes_AS_STRING(args[0]), PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
+    const char *raw = PyBytes_AsString(args[0]);
+    Scan sc = {raw, raw + PyBytes_Size(args[0])};
     long long seq, event_id, ts;
     Event ev[MAX_EVENTS];
     Py_ssize_t n = scan_update(&sc, bids, asks, &seq, &event_id, &ts, ev);
@@ -976,8 +994,8 @@ change(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (!book && !trades)
         return PyBytes_FromStringAndSize(NULL, 0);
 
-    Py_ssize_t lb = 0, la = 0, ls = PyBytes_GET_SIZE(symbol);
-    const char *jb = NULL, *ja = NULL, *sym = PyBytes_AS_STRING(symbol);
+    Py_ssize_t lb = 0, la = 0, ls = PyBytes_Size(symbol);
+    const char *jb = NULL, *ja = NULL, *sym = PyBytes_AsString(symbol);
     if (book) {
         jb = top_json(bids, depth, &lb);
         ja = top_json(asks, depth, &la);
@@ -986,10 +1004,16 @@ change(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     }
     /* each record: keys and punctuation under 160 bytes, up to 6 ints of 20 */
     size += (trades + book) * (ls + 160 + 6 * 20) + lb + la;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (out == NULL)
-        return NULL;
-    char *start = PyBytes_AS_STRING(out), *w = start;
+    /* rendered into a scratch buffer, then copied into a bytes of the exact size (the
+     * stable ABI has no way to shrink a bytes object) */
+    if (size > out_cap) {
+        char *buf = PyMem_Realloc(out_buf, (size_t)size);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+        out_buf = buf;
+        out_cap = size;
+    }
+    char *start = out_buf, *w = start;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (ev[i].side != NULL)
             continue;
@@ -1014,9 +1038,7 @@ change(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         w = put(PUT(w, ",\"asks\":"), ja, la);
         w = PUT(w, "}\n");
     }
-    if (_PyBytes_Resize(&out, w - start) < 0)
-        return NULL;
-    return out;
+    return PyBytes_FromStringAndSize(start, w - start);
 }
 
 static PyMethodDef module_methods[] = {
@@ -1044,7 +1066,8 @@ intern(PyObject **slot, const char *s)
 PyMODINIT_FUNC
 PyInit__fastbook(void)
 {
-    if (PyType_Ready(&SideType) < 0)
+    SideType = (PyTypeObject *)PyType_FromSpec(&Side_spec);
+    if (SideType == NULL)
         return NULL;
     if (!intern(&k_updates, "updates") || !intern(&k_trades, "trades")
         || !intern(&k_latency, "latency") || !intern(&k_observe, "observe"))
@@ -1064,9 +1087,8 @@ PyInit__fastbook(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&SideType);
-    if (PyModule_AddObject(m, "Side", (PyObject *)&SideType) < 0) {
-        Py_DECREF(&SideType);
+    if (PyModule_AddObject(m, "Side", Py_NewRef((PyObject *)SideType)) < 0) {
+        Py_DECREF(SideType);
         Py_DECREF(m);
         return NULL;
     }
