@@ -52,6 +52,7 @@ class Reason(StrEnum):
     ERROR = "error"  # a bug in the feed; it was restarted
     DROPPED = "dropped"  # the writer lost lines (disk full); `dropped` counts them
     UNLISTED = "unlisted"  # the exchange stopped listing the symbol: its last record (discovery)
+    AUDIT = "audit"  # the live book differed from the exchange's REST book twice in a row ([audit])
 
 
 # Each record type's keys, in the order every line has them. A key in parentheses is

@@ -146,6 +146,13 @@ class CurrentStream:
         self._request("UNSUBSCRIBE", [depth_stream(self.symbol)])
         self.state = advance(self.state, StreamState.UNSUBSCRIBING)
 
+    def drop(self) -> None:
+        """A break found outside the stream (an audit saw a wrong book): forget the book
+        until `resync()`, as a break found here does."""
+        self.state = advance(self.state, StreamState.BROKEN)
+        self.book = None
+        self.last_id = None
+
     def take_requests(self) -> list[bytes]:
         """Requests to send now, in order."""
         out, self._outbox = self._outbox, []

@@ -26,6 +26,7 @@ REQUEST_WINDOW_S = 10.0  # ... per 10 s (the collector budgets it per process, t
 # Public REST (api.gemini.com): 120 requests a minute, 5 more queued as a burst, then 429.
 REST_PER_MINUTE = 120
 REST_BURST = 5
+REST_RECOMMENDED_S = 1.0  # "at most 1 request a second recommended": the probe and the audit keep to it
 
 
 def request_weight(streams: Sequence[str]) -> int:

@@ -2,7 +2,9 @@
 
 `fetch` returns the listing upper case, or raises `ListingError` saying why it could not
 be read (unreachable, an HTTP error, too big, not a JSON list of symbols). The App
-(app.py) decides what to do with it: core/symbols.py selects and guards.
+(app.py) decides what to do with it: core/symbols.py selects and guards. Each request
+draws on the process's REST budget (restbudget.py), shared with the audit; a 429 closes
+that budget for its Retry-After.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import urllib.request
 
 from collector import __version__
 from collector.core.symbols import SYMBOL
+from collector.gemini.wire import retry_after_s
+from collector.runtime.restbudget import PAUSE_S, RestBudget
 
 TIMEOUT_S = 10.0
 MAX_BYTES = 1 << 20  # Gemini's listing is about 10 KB
@@ -23,6 +27,14 @@ class ListingError(Exception):
     """The listing could not be read or is not a list of symbols."""
 
 
+class RateLimited(ListingError):
+    """HTTP 429; `retry_after`: the answer's Retry-After header values."""
+
+    def __init__(self, message: str, retry_after: list[str]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def _get(url: str, timeout: float) -> bytes:
     request = urllib.request.Request(url, headers={
         "Accept": "application/json", "User-Agent": f"gemini-collector/{__version__}"})
@@ -30,6 +42,8 @@ def _get(url: str, timeout: float) -> bytes:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # http(s) only (config)
             body: bytes = resp.read(MAX_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 429:
+            raise RateLimited(f"HTTP 429 from {url}", exc.headers.get_all("Retry-After") or []) from None
         raise ListingError(f"HTTP {exc.code} from {url}") from None
     except (OSError, ValueError) as exc:  # URLError, timeouts, resets
         raise ListingError(f"cannot read {url}: {exc}") from None
@@ -53,7 +67,17 @@ def parse(body: bytes) -> tuple[str, ...]:
     return listing
 
 
-async def fetch(rest_url: str, timeout: float = TIMEOUT_S) -> tuple[str, ...]:
-    """The listing; ListingError if it cannot be had."""
+async def fetch(rest_url: str, timeout: float = TIMEOUT_S, budget: RestBudget | None = None,
+                retry_after_max_s: float = PAUSE_S) -> tuple[str, ...]:
+    """The listing; ListingError if it cannot be had. With a `budget`, the request waits
+    for its token, and a 429 closes the budget (Retry-After, at most `retry_after_max_s`)."""
     url = rest_url.rstrip("/") + "/v1/symbols"
-    return parse(await asyncio.to_thread(_get, url, timeout))
+    if budget is not None:
+        await budget.take()
+    try:
+        body = await asyncio.to_thread(_get, url, timeout)
+    except RateLimited as exc:
+        if budget is not None:
+            budget.refused(retry_after_s(exc.retry_after, retry_after_max_s) or PAUSE_S)
+        raise
+    return parse(body)

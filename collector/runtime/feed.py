@@ -12,6 +12,10 @@ after a crash) is written when the feed (re)starts.
 
 A peer's answers are bounded: Retry-After (`wire.retry_after_s`, at most
 feed.retry_after_max_s), unknown kinds (`stream.count_unknown`, `Feed._unknown`).
+
+The audit (runtime/audit.py) sees a stream's states through a `Tap` it arms on the feed
+(`arm`, `disarm`; the loops call it after each frame only while one is armed) and breaks
+a stream whose book differs from the exchange's (`force`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from collector.config import Config
 from collector.core import format, rawlog
+from collector.core.audit import Tap
 from collector.core.backoff import Backoff, TokenBucket, acquire_wait
 from collector.core.book import HAVE_NATIVE
 from collector.core.format import Reason
@@ -58,7 +63,7 @@ _unknown_logged: set[str] = set()
 RESUBSCRIBE_REASONS = (Reason.GAP, Reason.CROSSED)
 # On a shared socket every break of one symbol's stream is repaired that way (leaving and
 # joining again could bring back the old subscription's frames as the new snapshot).
-SHARED_REPAIRS = (*RESUBSCRIBE_REASONS, Reason.INVALID, Reason.SNAPSHOT_TIMEOUT)
+SHARED_REPAIRS = (*RESUBSCRIBE_REASONS, Reason.INVALID, Reason.SNAPSHOT_TIMEOUT, Reason.AUDIT)
 MAX_RESUBSCRIBES = 3
 REFREEZE_S = 60.0  # at most one full garbage collection this often (freeze_books)
 _refrozen_at = float("-inf")
@@ -150,6 +155,9 @@ class Feed:
         self._stream: SymbolStream | None = None
         self._unknown_unlogged = 0  # unknown kinds not logged by name since the last summary
         self._unknown_summary_at = float("-inf")
+        self.tap: Tap | None = None  # the audit's recorder, while one is armed
+        # The running session's pending breaks and how to wake it (force, _deadlines).
+        self._session_breaks: tuple[list[StreamBroken], Callable[[], object]] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -231,6 +239,7 @@ class Feed:
         live_since: float | None = None
         expired: list[StreamBroken] = []
         watch = self._watch(ws.transport.abort, stream, expired)
+        self._session_breaks = (expired, ws.transport.abort)
         try:
             stream.start()
             await send(stream.take_requests())
@@ -260,6 +269,8 @@ class Feed:
                     await send(stream.take_requests())
                 if live_since is None and stream.live:
                     live_since = self._went_live()
+                if self.tap is not None:
+                    self.tap.saw(stream)
                 if data and not self.writer.offer(self.symbol, data):
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
@@ -267,9 +278,12 @@ class Feed:
         except ConnectionClosed as exc:  # while sending a request
             if self._stopping.is_set():
                 return 0.0
+            if expired:  # the socket was aborted for this break
+                return await self._broken(expired[0], live_since)
             await self._break(Reason.CLOSED, detail=close_detail(exc))
             return self.backoff.next_delay()
         finally:
+            self._session_breaks = None
             watch.cancel()
             await self._hang_up(ws)
 
@@ -301,6 +315,7 @@ class Feed:
         live_since: float | None = None
         expired: list[StreamBroken] = []
         watch = self._watch(link.ready.set, stream, expired)
+        self._session_breaks = (expired, link.ready.set)
         inbox = link.inbox
         try:
             stream.start()
@@ -317,6 +332,8 @@ class Feed:
                         continue
                 try:
                     if expired:
+                        if stream.live:  # forced from outside: the book is forgotten first
+                            cast(CurrentStream, stream).drop()
                         raise expired.pop()
                     recv_ns, raw, frame = inbox.popleft()
                     if not link.drained.is_set():
@@ -341,11 +358,14 @@ class Feed:
                 if live_since is None and stream.live:
                     live_since = self._went_live()
                     link.live = True
+                if self.tap is not None:
+                    self.tap.saw(stream)
                 if data and not self.writer.offer(self.symbol, data):
                     await self.writer.put(self.symbol, data)
         except StreamBroken as broken:
             return await self._broken(broken, live_since)
         finally:
+            self._session_breaks = None
             watch.cancel()
             link.live = False
             self._link = None
@@ -477,7 +497,35 @@ class Feed:
         await self._break(Reason.REFUSED, status=status, retry_after=retry_after)
         return max(self.backoff.next_delay(), retry_after or 0.0)
 
+    def arm(self, tap: Tap) -> None:
+        """Hand `tap` this symbol's stream after every frame until `disarm`, and now (the
+        state at arming)."""
+        self.tap = tap
+        stream = self._stream
+        if stream is not None and self.stats.live:
+            tap.saw(stream)
+        else:
+            tap.lost()
+
+    def disarm(self, tap: Tap) -> None:
+        if self.tap is tap:
+            self.tap = None
+
+    def force(self, broken: StreamBroken) -> bool:
+        """Break the live stream from outside (the audit): marked with `broken` and
+        repaired as the session repairs it (a socket of its own is aborted, so the
+        reconnect takes a fresh snapshot; on a shared one the symbol resubscribes).
+        False when no stream is live."""
+        if self._session_breaks is None or not self.stats.live:
+            return False
+        expired, expire = self._session_breaks
+        expired.append(broken)
+        expire()
+        return True
+
     async def _break(self, reason: Reason, **fields: Any) -> None:
+        if self.tap is not None:
+            self.tap.lost()
         self.stats.resyncs[reason.value] += 1
         first = self._failures == 0
         self._failures += 1

@@ -28,6 +28,8 @@ Faults on a subscription (``sim.inject(symbol, kind)``), ``*`` = the whole socke
 * ``garbage``: a non-JSON text frame now (or right after the next snapshot).
 * ``crossed``: a depth frame now with a fresh id placing a bid at the best ask + 1 tick
   (never in the truth).
+* ``corrupt``: the next depth frame keeps its ids but sets the best bid (no bid: the best
+  ask) one amount increment above the truth, which keeps the true amount.
 * ``close`` *: the TCP transport is aborted.
 * ``stall`` *: the socket goes dead: nothing more is sent, no server pings, and client
   pings are not answered (a current-API client tells death by ping/pong, not by data

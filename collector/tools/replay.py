@@ -8,8 +8,9 @@ segment headers), including the ones a full disk made the run drop.
 
 Both APIs, as each segment's header says (`feed.api`): v1 frames go through a
 `V1Stream`; current-API frames through a `CurrentStream`, started at each `connect`
-line. A current-API stream that breaks was either repaired in place by the feed
-(UNSUBSCRIBE, ack, SUBSCRIBE on the same socket) or dropped for a new connection;
+line. A current-API stream that breaks (or that the audit broke: a resync `audit`) was
+either repaired in place by the feed (UNSUBSCRIBE, ack, SUBSCRIBE on the same socket) or
+dropped for a new connection;
 the log tells which: a `connect` line next means a new connection, anything else on
 the same connection (the feed's `sent` UNSUBSCRIBE, a frame) means the repair in
 place, which the replay then does too. Every `sent` line must equal the next
@@ -71,6 +72,13 @@ class _Current:
             raise ReplayError(f"{where}: the run sent {text}, the replay would have sent {expected}")
         # A socket shared by several symbols numbers their requests in one series.
         self.stream.renumber(replay[0], run[0])
+
+    def forced(self) -> None:
+        """The feed broke a live stream from outside (an audit found its book wrong):
+        the lines after say how it was repaired, as after a break found here."""
+        if self.stream.live:
+            self.stream.drop()
+            self.broken = True
 
     def _repaired_in_place(self) -> None:
         # More on the same connection after a break (no `connect` line came between):
@@ -200,6 +208,8 @@ def replay_symbol(folder: Path, depth: int | None = None, emit: str | None = Non
                         # nothing to go on until the next connection.
                         if api == "v1" or rec["reason"] == "dropped":
                             stream = None
+                        elif rec["reason"] == Reason.AUDIT and isinstance(stream, _Current):
+                            stream.forced()
                         yield line
                     elif kind == "connect":
                         stream = (V1Stream(symbol, depth_now, every) if api == "v1"
