@@ -9,6 +9,7 @@ it). Files are created 0o644 & ~umask: current, closed and compressed alike.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -111,3 +112,28 @@ def stream_folders(root: Path) -> list[str]:
             found += [entry.name, f"{entry.name}/{RAW_DIR}"] if raw.is_dir() and not raw.is_symlink() \
                 else [entry.name]
     return found
+
+
+class Held(Exception):
+    """Another process holds the lock (`holder`: the pid it wrote, or "unknown")."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold_lock(directory: Path, name: str, create: bool = False) -> int:
+    """Hold an flock on the file `name` in `directory` for the process's lifetime and write
+    our pid in it; Held when another process holds it, UnsafePath for a symlink (or a
+    non-file) in its place. The fd is the lock: keep it open."""
+    with folder_fd(directory, create=create) as dir_fd:
+        fd = open_file(dir_fd, name, directory / name, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise Held(holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

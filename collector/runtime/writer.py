@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ class Writer:
         self.queue_wait_s = 0.0  # time feeds spent waiting on a full queue
         self._low_space = False
         self._next_free_check = 0.0
+        self._rotated_for: int | None = None  # the period whose idle files time rotation has closed
         self._last_fsync = time.monotonic()
+        # retention keeps a segment for which this says True (not yet published: publish/)
+        self.retain_filter: Callable[[Path], bool] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
         self._background = ThreadPoolExecutor(1, thread_name_prefix="collector-compress")
 
@@ -355,8 +359,13 @@ class Writer:
         """Time rotation of idle files, interval fsync, the free-space check."""
         now = time.time()
         start = segments.period_start(now, self.period_s)
-        for key in [k for k, f in self.files.items() if f.start != start and k not in batch]:
-            self._rotate(key)  # reopened, with its header and book, on the stream's next write
+        if start != self._rotated_for:  # a new period: each file of an older one, once
+            stale = [k for k, f in self.files.items() if f.start != start]
+            for key in stale:
+                if key not in batch:
+                    self._rotate(key)  # reopened, with its header and book, on the stream's next write
+            if not any(k in batch for k in stale):
+                self._rotated_for = start
         mono = time.monotonic()
         if self.out.fsync == "interval" and mono - self._last_fsync >= self.out.fsync_interval_s:
             self._last_fsync = mono
@@ -418,7 +427,10 @@ class Writer:
 
     def _retain(self) -> None:
         retain_bytes = int(self.out.retain_gb * 2**30) or None
+        keep = self.retain_filter
         for path in segments.expired(self.directory, self.out.retain_s, retain_bytes):
+            if keep is not None and keep(path):
+                continue  # the filter logs it
             parts = path.relative_to(self.directory).parts
             try:  # by name in its folder, reached without following a symlink
                 with tree.folder_fd(self.directory, parts[:-1]) as dir_fd:

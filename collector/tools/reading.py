@@ -209,8 +209,12 @@ def _types_arg(types: str | Iterable[str] | None) -> frozenset[str] | None:
 def _read(directory: Path | str, symbol: str | Iterable[str] | None,
           start: Time | None, end: Time | None,
           types: str | Iterable[str] | None) -> Iterator[tuple[int, dict[str, Any], bytes]]:
-    directory = Path(directory)
     lo, hi, wanted = _time_ns(start), _time_ns(end), _types_arg(types)
+    if isinstance(directory, str) and directory.startswith(("nats://", "tls://")):
+        from collector.publish import nats_read  # a JetStream stream the collector publishes to
+
+        return nats_read.read_records(directory, symbol, lo, hi, wanted)
+    directory = Path(directory)
     symbols = _symbols_arg(directory, symbol)
     streams = [_symbol_records(directory / s, s, lo, hi, wanted) for s in symbols]
     if len(streams) == 1:
@@ -230,7 +234,11 @@ def read(directory: Path | str, symbol: str | Iterable[str] | None = None,
     record of its segment inside the time bounds, whatever that record's type; with
     no time bounds, every header comes, an empty segment's too). Carry-over book copies
     are dropped. Arguments are checked (and missing directories raise
-    FileNotFoundError) when called, not when iterated."""
+    FileNotFoundError) when called, not when iterated.
+
+    `directory` may also be a stream the collector publishes to ([publish]),
+    "nats://HOST:PORT/STREAM" (collector/publish/nats_read.py): the same records, for
+    the span the stream holds; it has no headers."""
     it = _read(directory, symbol, start, end, types)
     return (rec for _, rec, _ in it)
 

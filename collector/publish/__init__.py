@@ -1,0 +1,1 @@
+"""Publishing the records to NATS JetStream, from the files (README, "Publishing to NATS")."""
