@@ -1,4 +1,5 @@
-"""`collector` command line: run, health, demo, simulate, cat, verify, replay; exit 78 on a bad config."""
+"""`collector` command line: init, run, health, demo, simulate, cat, verify, replay; exit 78 on a
+bad config."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import errno
 import os
 import resource
 import secrets
+import shutil
 import stat
 import sys
 from collections.abc import Callable, Coroutine
@@ -22,6 +24,7 @@ from collector.core.symbols import has_globs
 from collector.ops import logs
 
 EX_IOERR = 74  # output.dir failed for a reason a restart may fix (disk full, I/O error)
+SAMPLE_CONFIG = "sample_config.toml"  # package data: a link to the repository's config.toml
 PROBE_PREFIX = ".collector-probe-"
 # Failures a restart may fix (exit 74, systemd restarts); any other (permissions, a read-only
 # mount, a path that cannot exist) is the operator's to mend: exit 78, no restart loop.
@@ -49,7 +52,45 @@ def _load_config(path: str) -> config.Config:
         return config.load(path)
     except config.ConfigError as exc:
         print(f"collector: config error: {exc}", file=sys.stderr)
+        if not os.path.lexists(path):
+            print(f"collector: `collector init {path}` writes a commented sample config there; "
+                  "set feed.symbols in it", file=sys.stderr)
         raise SystemExit(config.EX_CONFIG) from None
+
+
+def sample_config() -> bytes:
+    """The commented sample config that `collector init` writes (shipped as package data)."""
+    from importlib import resources
+
+    return resources.files("collector").joinpath(SAMPLE_CONFIG).read_bytes()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the sample config to PATH (into it, when it is a directory); never overwrite."""
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / "config.toml"
+    data = sample_config()
+    try:
+        # O_EXCL: an existing file, or a link there, is refused without a window to race
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        print(f"collector init: {path} exists; not overwritten (move it away, or give another "
+              "PATH)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"collector init: {path}: cannot create: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        os.unlink(path)  # no half-written config left behind for `collector run` to trip on
+        print(f"collector init: {path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: set feed.symbols, then `collector run --config {path}` "
+          "(or try `collector demo` first)")
+    return 0
 
 
 def prepare_output_dir(cfg: config.Config) -> None:
@@ -178,6 +219,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _event_loop_run(main())
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """The publisher alone ([publish]: collector/publish/service.py); `--child`: as the
+    process `collector run` starts, its config on stdin."""
+    from collector.publish import service
+
+    if args.child:
+        return _event_loop_run(service.child_main())
+    cfg = _load_config(args.config)
+    service.configure_logs(cfg.log.level)
+    if not cfg.publish.enabled:
+        print(f"collector publish: config error: {cfg.path}: publish.url: empty: publishing is off",
+              file=sys.stderr)
+        return config.EX_CONFIG
+    try:
+        prepare_output_dir(cfg)  # it writes cursors and its status there
+    except config.ConfigError as exc:
+        print(f"collector publish: config error: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
+    except StartError as exc:
+        print(f"collector publish: cannot start: {exc}", file=sys.stderr)
+        return EX_IOERR
+    return _event_loop_run(service.Service(cfg).run())
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the running collector is healthy, else 1 (Docker HEALTHCHECK, scripts)."""
     try:
@@ -197,11 +262,15 @@ FORWARDED = {
     "simulate": ("collector.sim.__main__", "main",
                  "run the simulated Gemini exchange (options: collector simulate --help)"),
     "cat": ("collector.tools.cat", "main_cat",
-            "stream recorded records across segments as JSON lines"),
+            "stream recorded records across segments (or from NATS) as JSON lines"),
+    "tail": ("collector.tools.cat", "main_tail",
+             "follow the records published to NATS JetStream ([publish]) as they arrive"),
     "verify": ("collector.tools.verify", "main_verify",
                "check every file of an output directory; exit 1 on problems"),
     "replay": ("collector.tools.replay", "main_replay",
                "rebuild records from raw frames (output.raw = true)"),
+    "probe": ("collector.tools.probe", "main_probe",
+              "measure REST against the stream: latency, set-up, staleness (table, conclusion)"),
 }
 
 
@@ -216,6 +285,8 @@ def _demo_symbols(text: str) -> tuple[str, ...]:
     from collector.sim import spec_for
     from collector.tools import demo
 
+    if text.strip().lower() == "all":
+        return demo.ALL  # a whole simulated exchange
     symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
     try:
         checked = demo.check_symbols(symbols)
@@ -248,31 +319,126 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _event_loop_run(demo.run_demo(base, opts))
 
 
+Exits = list[tuple[int | str, str]]  # (status, meaning) for --help
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that ends its --help with a table of exit statuses. `exits` may be
+    a function, called only when --help prints: `run`'s statuses are named in modules too
+    heavy to import for every command."""
+
+    def __init__(self, *args: Any, exits: Exits | Callable[[], Exits] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exits = exits
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.exits is None:
+            return text
+        import textwrap
+
+        rows = self.exits() if callable(self.exits) else self.exits
+        width = max(40, min(100, shutil.get_terminal_size().columns) - 2)
+        lines = [textwrap.fill(meaning, width, initial_indent=f"  {status!s:<7}",
+                               subsequent_indent=" " * 9) for status, meaning in rows]
+        return text + "\nexit status:\n" + "\n".join(lines) + "\n"
+
+
+def _run_exits() -> Exits:
+    from collector.ops.monitor import EX_SOFTWARE
+    from collector.runtime.app import EX_LOCKED
+
+    return [(0, "stopped by SIGTERM or SIGINT: queue drained, files fsynced"),
+            (1, "the writer died, or the metrics address cannot be bound"),
+            (2, "usage error"),
+            (EX_SOFTWARE, "no progress: event loop blocked or writer stuck for health.exit_after_s"),
+            (EX_IOERR, "output.dir failed in a way a restart may fix (disk full, I/O error)"),
+            (EX_LOCKED, "another collector holds output.dir"),
+            (config.EX_CONFIG, "the config does not validate, or output.dir is refused; "
+                               "a restart would not help (systemd: RestartPreventExitStatus)")]
+
+
+def _publish_exits() -> Exits:
+    from collector.publish.service import EX_LOCKED
+
+    return [(0, "stopped by SIGTERM or SIGINT (caught up, or publish.stop_timeout_s spent), or "
+                "[publish] switched off by SIGHUP"),
+            (1, "an unexpected failure"),
+            (2, "usage error"),
+            (EX_IOERR, "output.dir failed in a way a restart may fix"),
+            (EX_LOCKED, "another publisher holds output.dir"),
+            (config.EX_CONFIG, "the config does not validate, [publish] is off, output.dir is refused, "
+                               "or NATS refused the credentials or the stream at the start")]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="collector", description=__doc__)
+    parser = Parser(prog="collector",
+                    description="Record Gemini market data (exact full-depth books, trades) "
+                                "into whole-line JSON files.",
+                    epilog="`collector COMMAND --help` explains each command, its arguments "
+                           "and its exit statuses. Start with `collector init` (a sample "
+                           "config) or `collector demo` (a simulated market, recorded live).")
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="record the configured symbols until SIGTERM")
-    run.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+    init = sub.add_parser(
+        "init", help="write a commented sample config (./config.toml); never overwrite",
+        description="Write the commented sample config, every key with its default, to PATH "
+                    "(into PATH/config.toml when PATH is a directory). An existing file is "
+                    "never overwritten.",
+        exits=[(0, "written"), (1, "not written: PATH exists, or cannot be created"),
+               (2, "usage error")])
+    init.add_argument("path", nargs="?", default="config.toml", metavar="PATH",
+                      help="where to write it (default ./config.toml)")
+    init.set_defaults(func=cmd_init)
+    run = sub.add_parser(
+        "run", help="record the configured symbols until SIGTERM", exits=_run_exits,
+        description="Record every symbol of feed.symbols into output.dir until SIGTERM or "
+                    "SIGINT. SIGHUP re-reads the config (symbols and log level apply live) "
+                    "and reopens the files. Under systemd it speaks the notify protocol "
+                    "(READY=1, STATUS=, WATCHDOG=1).")
+    run.add_argument("--config", default="config.toml",
+                     help="TOML config (default ./config.toml; `collector init` writes one)")
     run.set_defaults(func=cmd_run)
     health = sub.add_parser(
         "health", help="exit 0 if the running collector is healthy, else 1",
         description="Ask the running collector's /healthz ([metrics] listen), or read the "
                     "heartbeat file in its output directory when metrics are off; print the "
-                    "problems; exit 0 when healthy, 1 when not (or not running).")
-    health.add_argument("--config", default="config.toml", help="TOML config (default ./config.toml)")
+                    "problems. For Docker's HEALTHCHECK and scripts.",
+        exits=[(0, "healthy"), (1, "unhealthy, not running, or the config cannot be read"),
+               (2, "usage error")])
+    health.add_argument("--config", default="config.toml",
+                        help="the running collector's TOML config (default ./config.toml): "
+                             "where to find its /healthz or heartbeat file")
     health.set_defaults(func=cmd_health)
+    publish = sub.add_parser(
+        "publish", help="publish output.dir's records to NATS JetStream ([publish]) until SIGTERM",
+        description="Publish every record of output.dir to the [publish] stream, following the "
+                    "files, until SIGTERM or SIGINT (then catch up for publish.stop_timeout_s). "
+                    "`collector run` starts this as its child process; run it yourself (its own "
+                    "systemd unit) with publish.spawn = false. SIGHUP re-reads [publish].",
+        exits=lambda: _publish_exits())
+    publish.add_argument("--config", default="config.toml",
+                         help="TOML config (default ./config.toml): output.dir and [publish]")
+    publish.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # collector run's
+    publish.set_defaults(func=cmd_publish)
     for name, (_, _, summary) in FORWARDED.items():
         sub.add_parser(name, add_help=False, help=summary).set_defaults(func=cmd_forward)
     demo = sub.add_parser(
         "demo", help="record a simulated market live: simulator + collector, with a status view",
         description="Start the simulated exchange in-process and the collector against it, "
                     "with config.toml's book and output settings; show live status; "
-                    "print a summary on exit (Ctrl-C, SIGTERM or --seconds).")
+                    "print a summary on exit (Ctrl-C, SIGTERM or --seconds).",
+        exits=[(0, "stopped: Ctrl-C, SIGTERM or --seconds"),
+               (2, "usage error, or a symbol the simulator cannot list"),
+               (config.EX_CONFIG, "a config that does not validate"),
+               ("other", "the collector's own status, as for `collector run`")])
     demo.add_argument("--seconds", type=_positive, default=None,
                       help="stop after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--symbols", type=_demo_symbols, default=None,
-                      help="comma-separated symbols (default: config.toml's, else BTCUSD,ETHUSD,SOLUSD)")
+                      help="comma-separated symbols (default: config.toml's, else BTCUSD,ETHUSD,SOLUSD); "
+                           "`all`: a whole simulated exchange (347 symbols, 10 busy) on the current API")
     demo.add_argument("--chaos", action="store_true",
                       help="random faults in the simulator: watch resyncs happen and heal")
     demo.add_argument("--config", default=None,

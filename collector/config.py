@@ -50,9 +50,13 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "output.retain_gb": (0.0, True, 1e6),
     "health.writer_stuck_s": (0.0, False, WEEK_S),
     "health.exit_after_s": (0.0, False, WEEK_S),
+    "audit.interval_s": (0.0, True, WEEK_S),  # 0 = off
+    "audit.depth": (1, True, 1000),
+    "audit.max_age_s": (0.0, False, WEEK_S),
     "publish.replicas": (1, True, 5),  # JetStream's largest replica count
     "publish.stuck_s": (0.0, False, WEEK_S),
     "publish.stop_timeout_s": (0.0, False, 3600.0),
+    "publish.nice": (1, True, 19),
 }
 # File descriptors, measured: per symbol its socket, current.jsonl and that file's folder (and
 # with output.raw the raw file and its folder), over about 15 fixed; the reserve holds those
@@ -242,6 +246,15 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """[audit]: the live books held against the exchange's REST book (runtime/audit.py)."""
+
+    interval_s: float = 0.0  # each symbol audited this often (round robin); 0 = off
+    depth: int = 10  # levels per side compared
+    max_age_s: float = 2.0  # how far before the request a matching stream state may lie
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     """[publish]: every record also to a NATS JetStream stream (collector/publish)."""
 
@@ -258,6 +271,8 @@ class PublishConfig:
     replicas: int = 1  # ... on this many servers of a cluster
     stuck_s: float = 60.0  # records waiting and none published for this long: unhealthy
     stop_timeout_s: float = 3.0  # on SIGTERM, catch up for at most this long
+    spawn: bool = True  # `collector run` starts the publisher process; false: `collector publish` runs apart
+    nice: int = 10  # the publisher process's niceness: with every CPU busy, recording comes first
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -281,12 +296,13 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     path: Path | None = None
 
 
 _SECTIONS: dict[str, type] = {"feed": FeedConfig, "book": BookConfig, "output": OutputConfig,
                               "log": LogConfig, "metrics": MetricsConfig, "health": HealthConfig,
-                              "publish": PublishConfig}
+                              "publish": PublishConfig, "audit": AuditConfig}
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

@@ -61,7 +61,7 @@ class WriterCounters(Protocol):
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "stream_down", "stream_quiet", "writer_stuck", "discovery"
+    kind: str  # "stream_down", "stream_quiet", "writer_stuck", "discovery", "publish_stuck", "audit_failing"
     detail: str
     symbol: str | None = None
 
@@ -79,7 +79,8 @@ class Problem:
 
 def check(feeds: Mapping[str, Watched], stale_after_s: float, queued: int, writer_stalled_s: float,
           now: float, writer_stuck_s: float = WRITER_STUCK_S, since: float = 0.0,
-          heartbeats: bool = True, discovery: str | None = None) -> list[Problem]:
+          heartbeats: bool = True, discovery: str | None = None,
+          publish: str | None = None, audits: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem of a collector, pure. `feeds` maps symbol -> an object with a
     `stats` (FeedStats: `live`, `last_frame`, `resyncs`); `now` and `since` (the
     start, for streams that never had a frame) are monotonic times. `heartbeats`:
@@ -87,7 +88,10 @@ def check(feeds: Mapping[str, Watched], stale_after_s: float, queued: int, write
     say nothing for minutes and silence proves nothing: the keepalive pings prove the
     connection, and a dead one breaks the stream (then it is `stream_down`).
     `discovery`: why the symbol listing (feed.symbols globs) could not be used, if it
-    could not; non-fatal, like an exchange outage."""
+    could not; non-fatal, like an exchange outage. `publish`: why publishing to NATS is
+    stuck ([publish]); non-fatal too: recording goes on, and a restart would not help.
+    `audits`: symbol -> why its audits keep failing ([audit]); non-fatal, the audit
+    resynchronises a book it finds wrong."""
     problems = []
     quiet_limit = 2 * stale_after_s
     for symbol, feed in feeds.items():
@@ -102,6 +106,10 @@ def check(feeds: Mapping[str, Watched], stale_after_s: float, queued: int, write
             problems.append(Problem("stream_quiet", f"{heard} (limit {quiet_limit:g} s)", symbol))
     if discovery:
         problems.append(Problem("discovery", discovery))
+    if publish:
+        problems.append(Problem("publish_stuck", publish))
+    for symbol, why in (audits or {}).items():
+        problems.append(Problem("audit_failing", why, symbol))
     if queued and writer_stalled_s >= writer_stuck_s:
         problems.append(Problem(
             "writer_stuck", f"{queued} records queued, none written for {writer_stalled_s:.1f} s"))

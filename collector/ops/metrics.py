@@ -26,6 +26,15 @@ Series (symbol-labelled first, then process-wide):
     collector_free_disk_bytes                   free space where the output directory is
     collector_writer_stalled_seconds            records queued and none written for this long
     collector_healthy                           1 when /healthz answers 200
+    collector_published_total{symbol,stream}    with [publish]: messages in the stream (stream: records, raw)
+    collector_publish_lag_seconds{symbol,stream}, collector_publish_lag_records{symbol,stream}
+    collector_publish_skipped_total{symbol,stream}, collector_publish_duplicates_total{symbol,stream}
+    collector_publish_connected, collector_publish_errors_total, collector_publish_last_error_info{error}
+    collector_publish_process_up, collector_publish_process_restarts_total  (the publisher's own process)
+    collector_audits_total{symbol,result}       with [audit]: audits by result (match, mismatch, not_live,
+                                                rate_limited, bad_answer, failed)
+    collector_audit_match_age_seconds           how long the stream had moved past a matching REST book
+    collector_rest_requests_total, collector_rest_limited_total  the REST budget (discovery and audit)
     collector_info{version}
 plus prometheus_client's process_* series (CPU, memory, open files).
 """
@@ -33,6 +42,7 @@ plus prometheus_client's process_* series (CPU, memory, open files).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import struct
 import time
@@ -59,6 +69,7 @@ log = structlog.get_logger("metrics")
 REQUEST_TIMEOUT_S = 5.0
 MAX_REQUEST = 8192
 MAX_CONNECTIONS = 64
+EXPOSITION_REUSE = 9  # /metrics text reused for 9x the time it took: at most 10% of a core
 _LINGER_0 = struct.pack("ii", 1, 0)
 
 
@@ -197,6 +208,8 @@ class AppCollector:
         yield from self._writer(GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
         yield from self._sockets(GaugeMetricFamily, CounterMetricFamily)
         yield from self._discovery(GaugeMetricFamily)
+        yield from self._audit(CounterMetricFamily, HistogramMetricFamily)
+        yield from self._publisher(GaugeMetricFamily, CounterMetricFamily, InfoMetricFamily)
         problems = self.monitor.problems(now)
         yield GaugeMetricFamily("collector_healthy", "1 when /healthz answers 200.",
                                 value=0.0 if problems else 1.0)
@@ -220,6 +233,64 @@ class AppCollector:
                       value=pool.opened)
         yield counter("collector_socket_strays", "Frames for symbols their socket no longer carries.",
                       value=pool.strays)
+
+    def _publisher(self, gauge: Any, counter: Any, info: Any) -> Iterator[Metric]:
+        """[publish], per stream (SYMBOL or SYMBOL/raw): what the publisher process last
+        reported (collector/publish/supervisor.py; at most status.MAX_STREAMS streams)."""
+        pub = getattr(self.app, "publisher", None)
+        if pub is None:
+            return
+        labels = ["symbol", "stream"]
+        fams = {name: kind(f"collector_{name}", doc, labels=labels) for name, kind, doc in (
+            ("published", counter, "Messages acknowledged by the stream this run."),
+            ("publish_lag_seconds", gauge, "Age of the oldest line not yet in the stream (0: caught up)."),
+            ("publish_lag_records", gauge, "Lines written this run and not yet in the stream."),
+            ("publish_skipped", counter, "Lines that cannot be published (too large, unreadable)."),
+            ("publish_duplicates", counter, "Messages the stream already held (resent, de-duplicated)."),
+        )}
+        for key, st in pub.stats().items():
+            symbol, raw, _ = key.partition("/")
+            names = [symbol, "raw" if raw else "records"]
+            fams["published"].add_metric(names, st["published"])
+            fams["publish_lag_seconds"].add_metric(names, st["lag_s"])
+            if "lag_records" in st:  # known for a publisher the collector started
+                fams["publish_lag_records"].add_metric(names, st["lag_records"])
+            fams["publish_skipped"].add_metric(names, st["skipped"])
+            fams["publish_duplicates"].add_metric(names, st["duplicates"])
+        yield from fams.values()
+        yield gauge("collector_publish_connected", "1 while connected to NATS.", value=float(pub.connected))
+        yield counter("collector_publish_errors", "Failed connections and publishes.", value=pub.errors)
+        yield gauge("collector_publish_process_up", "1 while the publisher process runs and reports.",
+                    value=float(pub.running and pub.fresh))
+        yield counter("collector_publish_process_restarts",
+                      "Publisher processes started again after one ended.", value=pub.restarts)
+        if pub.last_error:
+            last = info("collector_publish_last_error", "The last publishing error (never a credential).")
+            last.add_metric([], {"error": pub.last_error[:200]})
+            yield last
+
+    def _audit(self, counter: Any, histogram: Any) -> Iterator[Metric]:
+        """[audit] (collector/runtime/audit.py) and the REST budget it shares with discovery."""
+        rest = getattr(self.app, "rest", None)
+        if rest is not None:
+            yield counter("collector_rest_requests", "Public REST requests made (discovery, audit).",
+                          value=rest.requests)
+            yield counter("collector_rest_limited", "REST answers 429 (the budget then pauses).",
+                          value=rest.limited)
+        auditor = getattr(self.app, "auditor", None)
+        if auditor is None:
+            return
+        audits = counter("collector_audits", "Audits of a live book against the REST book, by result.",
+                         labels=["symbol", "result"])
+        for (symbol, result), n in dict(auditor.results).items():
+            audits.add_metric([symbol, result], n)
+        yield audits
+        hist = auditor.ages
+        if isinstance(hist, Histogram):
+            yield histogram("collector_audit_match_age_seconds",
+                            "How long before the REST answer arrived the stream had moved past the "
+                            "book it matched (0: still the live book).",
+                            buckets=hist.cumulative(), sum_value=hist.sum * hist.scale)
 
     def _discovery(self, gauge: Any) -> Iterator[Metric]:
         """The symbol listing (feed.symbols with globs)."""
@@ -305,6 +376,8 @@ class MetricsServer:
                  max_connections: int = MAX_CONNECTIONS, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.monitor = monitor
         self.registry = build_registry(app, monitor)
+        self._exposed: tuple[float, bytes] | None = None  # (reused until, the last /metrics text)
+        self._generating: asyncio.Future[bytes] | None = None
         self.max_connections = max_connections
         self.timeout_s = timeout_s
         self._server: asyncio.Server | None = None
@@ -374,7 +447,7 @@ class MetricsServer:
         if writer not in self._open:  # evicted meanwhile
             return
         self._open[writer] = True
-        status, ctype, body, head_only = self._respond(head)
+        status, ctype, body, head_only = await self._respond(head)
         self.requests += 1
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                   503: "Service Unavailable"}[status]
@@ -390,7 +463,29 @@ class MetricsServer:
         except (TimeoutError, ConnectionError):
             self._drop(writer)
 
-    def _respond(self, head: bytes) -> tuple[int, str, bytes, bool]:
+    async def _exposition(self) -> bytes:
+        """/metrics' text, generated in a thread: at hundreds of symbols it takes about
+        100 ms, which on the loop would hold up every feed. Clients asking meanwhile share
+        it, and it is reused for EXPOSITION_REUSE times as long as it took, so however
+        often /metrics is asked, generating it takes at most a tenth of a core."""
+        from prometheus_client import generate_latest
+
+        exposed = self._exposed
+        if exposed is not None and time.monotonic() < exposed[0]:
+            return exposed[1]
+        if self._generating is None:
+            started = time.monotonic()
+            self._generating = asyncio.ensure_future(asyncio.to_thread(generate_latest, self.registry))
+            self._generating.add_done_callback(functools.partial(self._generated, started))
+        return await asyncio.shield(self._generating)
+
+    def _generated(self, started: float, done: asyncio.Future[bytes]) -> None:
+        self._generating = None
+        if not done.cancelled() and done.exception() is None:
+            now = time.monotonic()
+            self._exposed = (now + EXPOSITION_REUSE * (now - started), done.result())
+
+    async def _respond(self, head: bytes) -> tuple[int, str, bytes, bool]:
         text = "text/plain; charset=utf-8"
         parts = head.split(b"\r\n", 1)[0].split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
@@ -400,9 +495,13 @@ class MetricsServer:
             return 405, text, b"only GET and HEAD\n", False
         head_only = method == b"HEAD"
         if path == b"/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client import CONTENT_TYPE_LATEST
 
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), head_only
+            try:
+                return 200, CONTENT_TYPE_LATEST, await self._exposition(), head_only
+            except Exception as exc:  # read while the loop changed it: the next scrape will do
+                log.warning("metrics exposition failed", error=repr(exc))
+                return 503, text, b"metrics unavailable, try again\n", head_only
         if path == b"/healthz":
             status, body = self.healthz()
             return status, "application/json", body, head_only

@@ -68,6 +68,21 @@ class Watched(Protocol):
     def progress(self) -> WriterProgress: ...
 
 
+def _publish_problem(app: object, now: float) -> str | None:
+    """Why publishing is stuck, with [publish] on: from what the publisher process last
+    reported, or its absence (collector/publish/supervisor.py)."""
+    publisher = getattr(app, "publisher", None)
+    problem: str | None = None if publisher is None else publisher.problem(now)
+    return problem
+
+
+def _audit_problems(app: object) -> dict[str, str] | None:
+    """Symbols whose audits keep failing, with [audit] on (collector/runtime/audit.py)."""
+    auditor = getattr(app, "auditor", None)
+    problems: dict[str, str] | None = None if auditor is None else auditor.problems()
+    return problems
+
+
 class ProcessWatchdog(threading.Thread):
     """Exits the process when the event loop stops ticking or the writer stays stuck.
 
@@ -166,7 +181,8 @@ class Monitor:
         return check(self.app.feeds, feed.stale_after_s, self.app.writer.queue.qsize(),
                      self.progress.stalled_s, now, self.writer_stuck_s, self.started_at,
                      heartbeats=feed.api == "v1",
-                     discovery=getattr(self.app, "discovery_problem", None))
+                     discovery=getattr(self.app, "discovery_problem", None),
+                     publish=_publish_problem(self.app, now), audits=_audit_problems(self.app))
 
     async def start(self) -> None:
         """Listen for scrapes (OSError if the address cannot be bound), start ticking

@@ -8,7 +8,6 @@ crashes ends the process non-zero, so systemd or Docker restarts it.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from collector import config
-from collector.config import Config
+from collector.config import Config, PublishConfig
 from collector.core import book, format
 from collector.core.backoff import Backoff, TokenBucket
 from collector.core.format import CURRENT, RAW_DIR, Reason, SegmentName
@@ -27,8 +26,12 @@ from collector.core.symbols import has_globs, select, shrunk
 from collector.ops import logs
 from collector.ops.heartbeat import HEALTH_FILE
 from collector.ops.monitor import Monitor
+from collector.publish.retention import KeepUnpublished
+from collector.publish.supervisor import PublisherProcess
 from collector.runtime import discovery, tree
+from collector.runtime.audit import Auditor
 from collector.runtime.feed import Feed
+from collector.runtime.restbudget import RestBudget
 from collector.runtime.sockets import SocketPool
 from collector.runtime.writer import Writer, raw_key
 
@@ -48,17 +51,10 @@ class DirectoryLocked(Exception):
 def lock_directory(path: Path) -> int:
     """One directory, one collector: hold an flock on a file in it for our lifetime.
     A symlink (or a non-file) in the lock's place is refused (`UnsafePath`), not followed."""
-    with tree.folder_fd(path, create=True) as dir_fd:
-        fd = tree.open_file(dir_fd, LOCK_NAME, path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise DirectoryLocked(f"{path} is being written by another collector (pid {holder})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        return tree.hold_lock(path, LOCK_NAME, create=True)
+    except tree.Held as held:
+        raise DirectoryLocked(f"{path} is being written by another collector (pid {held.holder})") from None
 
 
 def unsafe_paths(directory: Path, symbols: Iterable[str]) -> list[tree.UnsafePath]:
@@ -103,7 +99,11 @@ class App:
         self._rediscover = asyncio.Event()  # reload: read the listing now
         self._changing = asyncio.Lock()  # one change of the symbol set at a time
         self.feeds = {s: self._feed(s) for s in self._wanted()}
+        self.rest = RestBudget()  # every public REST request: discovery and the audit
+        self.auditor = Auditor(lambda: self.cfg, self.feeds, self.rest) if cfg.audit.interval_s > 0 else None
         self.reloads = 0
+        self.exit_status = 0
+        self.publisher = self._publisher(cfg.publish)
         self.monitor = Monitor.for_app(self)  # notify, watchdog, metrics, health
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -157,19 +157,26 @@ class App:
         for feed in self.feeds.values():
             self._start_feed(feed)
         discover = asyncio.create_task(self._discover(), name="discovery")
+        audit = asyncio.create_task(self.auditor.run() if self.auditor else asyncio.sleep(0), name="audit")
+        publishing = asyncio.create_task(self._start_publisher(), name="publisher-start")
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
                  url=self.cfg.feed.url, book_core="C" if self.native else "Python")
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         self.monitor.stopping()
         discover.cancel()
-        await asyncio.gather(discover, return_exceptions=True)
+        audit.cancel()
+        await asyncio.gather(audit, return_exceptions=True)
+        publishing.cancel()
+        await asyncio.gather(discover, publishing, return_exceptions=True)
         if writer.done():
             stop.cancel()
             for t in self._tasks.values():
                 t.cancel()
             err = writer.exception() if not writer.cancelled() else None
             log.critical("writer died; exiting", error=repr(err), exc_info=err)
+            if self.publisher is not None:
+                await self.publisher.stop()
             return 1
         started = time.monotonic()
         if self.pool is not None:
@@ -179,13 +186,36 @@ class App:
             self.pool.close()
         await self.writer.stop()
         await writer
+        if self.publisher is not None:  # the files are complete: its process catches up with them
+            await self.publisher.stop()
         log.info("stopped", seconds=round(time.monotonic() - started, 3),
                  lines=sum(self.writer.lines_written.values()),
                  bytes=sum(self.writer.bytes_written.values()),
                  dropped=self.writer.dropped_total,
                  feeds={s: {"updates": f.stats.updates, "trades": f.stats.trades,
                             "resyncs": dict(f.stats.resyncs)} for s, f in self.feeds.items()})
-        return 0
+        return self.exit_status
+
+    def _publisher(self, pub: PublishConfig) -> PublisherProcess | None:
+        """[publish] on: the publisher, a process of its own (collector/publish/supervisor.py);
+        retention keeps what its cursors on disk are not past yet."""
+        self.writer.retain_filter = None
+        if not pub.enabled:
+            return None
+        self.writer.retain_filter = KeepUnpublished(self.cfg.output.dir, raw=self.cfg.output.raw and pub.raw)
+        return PublisherProcess(replace(self.cfg, publish=pub), written=lambda: self.writer.lines_written,
+                                on_fatal=self._publish_fatal, before=getattr(self, "publisher", None))
+
+    async def _start_publisher(self) -> None:
+        await self.writer.started.wait()  # leftovers settled: the files are what they will stay
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def _publish_fatal(self, why: str) -> None:
+        """A certain config error on publishing's first attempt: stop, exit 78."""
+        log.error("publish: config error, stopping", error=why, config=str(self.cfg.path))
+        self.exit_status = config.EX_CONFIG
+        self.stop()
 
     def _wanted(self) -> tuple[str, ...]:
         """The symbols to record: exact ones always, globs from the last good listing."""
@@ -207,7 +237,8 @@ class App:
                 continue
             delay = feed.discover_s
             try:
-                listing = await discovery.fetch(feed.rest_url)
+                listing = await discovery.fetch(feed.rest_url, budget=self.rest,
+                                                retry_after_max_s=feed.retry_after_max_s)
             except discovery.ListingError as exc:
                 if self.listing is None:
                     delay = min(backoff.next_delay(), feed.discover_s)
@@ -292,8 +323,17 @@ class App:
         if new.log.level != self.cfg.log.level:
             logs.configure(new.log.level)
         # keep the running settings except what can change live
+        if new.publish != self.cfg.publish:  # [publish] applies live: on, off, or anew
+            if self.publisher is not None:  # it catches up with the files, then ends
+                await self.publisher.stop()
+            self.publisher = self._publisher(new.publish)
+            if self.publisher is not None:
+                self.publisher.on_fatal = None  # past the start: reported and retried
+                self.publisher.start()
+            log.info("reload: publishing " + ("on" if self.publisher else "off"))
         self.cfg = replace(self.cfg, feed=replace(
-            self.cfg.feed, **{k: getattr(new.feed, k) for k in LIVE_FEED_KEYS}), log=new.log)
+            self.cfg.feed, **{k: getattr(new.feed, k) for k in LIVE_FEED_KEYS}), log=new.log,
+            publish=new.publish)
         added, removed = await self._apply()
         self._rediscover.set()  # a new rest_url or glob: read the listing now
         log.info("reloaded", added=added, removed=removed)
@@ -327,4 +367,5 @@ def restart_keys(old: Config, new: Config) -> list[str]:
     a, b = config.to_dict(old), config.to_dict(new)
     return [f"{section}.{key}" for section in a for key in a[section]
             if a[section][key] != b[section][key]
-            and f"{section}.{key}" not in (*(f"feed.{k}" for k in LIVE_FEED_KEYS), "log.level")]
+            and f"{section}.{key}" not in (*(f"feed.{k}" for k in LIVE_FEED_KEYS), "log.level")
+            and section != "publish"]

@@ -318,9 +318,11 @@ class SocketPool:
 
     def status(self) -> list[dict[str, Any]]:
         """Per socket: symbols carried and live (metrics)."""
-        return [{"slot": s.slot, "symbols": len(s.links),
-                 "live": sum(link.live for link in s.links.values())}
-                for s in sorted(self.sockets.values(), key=lambda s: s.slot)]
+        # copies first (sorted and list take them in C): the metrics thread reads this
+        # while the loop may change it
+        return [{"slot": s.slot, "symbols": len(links), "live": sum(link.live for link in links)}
+                for s in sorted(self.sockets.values(), key=lambda s: s.slot)
+                for links in [list(s.links.values())]]
 
 
 def _symbol_of(raw: bytes) -> str | None:

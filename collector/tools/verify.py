@@ -231,7 +231,8 @@ def main_verify(argv: list[str]) -> int:
         description="Check recorded files (compressed or not, raw/ included): whole lines, "
                     "valid JSON, a header first in each segment, seq order inside spans, "
                     "books sorted and uncrossed, decimal strings, symbols. Prints "
-                    "`path:line: problem`; exits 0 clean, 1 problems, 2 usage error.")
+                    "`path:line: problem` for each problem found.",
+        epilog="exit status: 0 clean; 1 problems found; 2 usage error.")
     parser.add_argument("dirs", nargs="+", metavar="DIR",
                         help="an output directory (output.dir), or one symbol's directory")
     parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",

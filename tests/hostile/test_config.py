@@ -107,7 +107,7 @@ def one_key(key: str, value: str) -> str:
     return f"[feed]\n{SYMBOL_LINE}[{section}]\n{name} = {value}\n"
 
 
-ZERO_MEANS_OFF = {"feed.healthy_after_s", "output.min_free_mb", "output.retain_gb"}
+ZERO_MEANS_OFF = {"feed.healthy_after_s", "output.min_free_mb", "output.retain_gb", "audit.interval_s"}
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)

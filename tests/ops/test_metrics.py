@@ -170,6 +170,48 @@ async def test_without_the_writer_additions_their_series_are_left_out(tmp_path):
                    for n in names)
 
 
+async def test_metrics_are_generated_off_the_loop_and_a_scrape_storm_costs_no_more(tmp_path):
+    """A slow exposition (hundreds of symbols: about 100 ms) runs in a thread, so the
+    loop keeps its pace; clients asking meanwhile share one, and a finished one is reused
+    for 9x as long as it took."""
+    import threading
+
+    app = still_app(tmp_path)
+    server = MetricsServer(app, Monitor(app))
+    runs: list[str] = []
+
+    class Slow:
+        def collect(self):
+            runs.append(threading.current_thread().name)
+            time.sleep(0.1)
+            return []
+
+    server.registry.register(Slow())
+    await server.start("127.0.0.1", 0)
+    lag = 0.0
+
+    async def ticker() -> None:
+        nonlocal lag
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            lag = max(lag, time.monotonic() - t - 0.005)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        first = await asyncio.gather(*(http_get(server.port, "/metrics") for _ in range(20)))
+        assert {status for status, _, _ in first} == {200}
+        storm_until = time.monotonic() + 1.0
+        while time.monotonic() < storm_until:
+            assert (await http_get(server.port, "/metrics"))[0] == 200
+    finally:
+        tick.cancel()
+        await server.close()
+    assert threading.main_thread().name not in runs
+    assert 2 <= len(runs) <= 4, runs  # 20 at once: one run; then one a second at most 1 / (0.1 * 10)
+    assert lag < 0.05, lag  # on the loop, each run would have held it for 100 ms
+
+
 def test_a_busy_port_is_an_error_at_start(tmp_path):
     async def main() -> None:
         with socket.socket() as taken:

@@ -3,12 +3,14 @@ against the simulator on 127.0.0.1."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from prometheus_client import generate_latest
 
 from collector.ops.metrics import build_registry
 from collector.runtime.app import App
-from collector.runtime.feed import MAX_RESUBSCRIBES
+from collector.runtime.feed import MAX_RESUBSCRIBES, Feed
 from collector.sim import SimExchange
 from tests.helpers.e2e import check_against_truth, make_config, read_records, reasons, running, wait_until
 
@@ -30,6 +32,14 @@ def carried(app: App) -> dict[int, list[str]]:
     """Socket slot -> the symbols it carries."""
     assert app.pool is not None
     return {s.slot: sorted(s.links) for s in app.pool.sockets.values()}
+
+
+def went_on(feed: Feed, updates: int) -> bool:
+    return feed.stats.live and feed.stats.updates > updates
+
+
+def gaps_reached(feed: Feed, n: int) -> bool:
+    return feed.stats.resyncs["gap"] >= n
 
 
 def all_live(app: App) -> bool:
@@ -94,13 +104,13 @@ async def test_a_symbol_that_keeps_breaking_moves_to_a_socket_of_its_own(sim, tm
         btc = app.feeds["BTCUSD"]
         neighbours = next(v for v in carried(app).values() if "BTCUSD" in v)
         for n in range(1, MAX_RESUBSCRIBES + 2):
-            done = btc.stats.updates
-            await wait_until(lambda done=done: btc.stats.live and btc.stats.updates > done + 5, what="live")
+            await wait_until(functools.partial(went_on, btc, btc.stats.updates + 5), what="live")
             sim.inject("BTCUSD", "gap")
-            await wait_until(lambda n=n: btc.stats.resyncs["gap"] >= n, what=f"gap {n}")
+            await wait_until(functools.partial(gaps_reached, btc, n), what=f"gap {n}")
         await wait_until(lambda: all_live(app), what="all live again")
-        assert carried(app)[btc._link.socket.slot] == ["BTCUSD"]
-        assert btc._link.socket.capacity == 1
+        link = btc._link
+        assert link is not None and carried(app)[link.socket.slot] == ["BTCUSD"]
+        assert link.socket.capacity == 1
         for sym in neighbours:
             if sym != "BTCUSD":
                 assert app.feeds[sym].stats.resyncs == {}, sym

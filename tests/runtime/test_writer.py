@@ -248,3 +248,21 @@ async def test_retention_deletes_old_closed_segments_at_start(tmp_path):
     await w.stop()
     await asyncio.wait_for(task, 10)
     assert keep.exists()
+
+
+async def test_an_idle_stream_is_closed_at_the_period_end_while_others_keep_writing(tmp_path):
+    """Time rotation reaches a file nothing writes to: once the period ends it is closed
+    as a segment, whether the writer is idle or busy with other streams' batches."""
+    w = Writer(out_config(tmp_path, rotate="1s", compress="none"))
+    task = asyncio.create_task(w.run())
+    await w.put("ETHUSD", rec("ETHUSD", 0))  # then silent
+    for i in range(30):  # BTCUSD keeps the writer busy across at least one boundary
+        await w.put("BTCUSD", rec("BTCUSD", i))
+        await asyncio.sleep(0.1)
+    try:
+        assert not (tmp_path / "ETHUSD" / "current.jsonl").exists()
+        closed = [p for p in (tmp_path / "ETHUSD").iterdir() if p.name.startswith("ETHUSD.")]
+        assert len(closed) == 1 and [r["n"] for r in body(closed[0])] == [0]
+    finally:
+        await w.stop()
+        await asyncio.wait_for(task, 10)
