@@ -72,6 +72,31 @@ def main() -> int:
             gc.freeze()
             return at
         Feed._went_live = frozen_live  # type: ignore[method-assign]  # the probe's hook
+    lag_log = os.environ.get("BENCH_LAG_LOG")  # experiment: when the collector's loop stalls
+    if lag_log:
+        import asyncio
+
+        from collector.runtime.app import App
+        stalls: list[tuple[int, int]] = []
+        supervise = App._supervise
+
+        async def lag() -> None:
+            while True:
+                t = time.perf_counter_ns()
+                await asyncio.sleep(0.001)
+                late = time.perf_counter_ns() - t - 1_000_000
+                if late > 2_000_000:
+                    stalls.append((time.time_ns(), late))
+
+        async def supervised(self: App) -> int:
+            task = asyncio.create_task(lag())
+            try:
+                return await supervise(self)
+            finally:
+                task.cancel()
+                with open(f"{lag_log}.{os.getpid()}", "w") as f:
+                    f.writelines(f"{at} {ns}\n" for at, ns in stalls)
+        App._supervise = supervised  # type: ignore[method-assign]  # the probe's hook
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     try:
