@@ -3,8 +3,9 @@
 `connect` opens one connection (no reconnection by nats-py: the publisher reconnects
 with its own backoff and resends from what was acknowledged). Its failures are either
 `ConfigProblem`, certainly the operator's to mend (credentials refused, a creds or TLS
-file that cannot be used, a stream whose subjects conflict, JetStream off), or anything
-else (a server that cannot be reached, a connection lost), worth retrying.
+file that cannot be used, a client certificate the server requires and was not given, a
+stream whose subjects conflict, JetStream off), or anything else (a server that cannot be
+reached or whose certificate is not trusted, a connection lost), worth retrying.
 
 `Pipe` publishes many messages without waiting for each acknowledgement: every message
 carries a reply subject under one inbox of the connection, and the acks are counted per
@@ -92,7 +93,7 @@ async def connect(cfg: PublishConfig, lost: Callable[[], Awaitable[None]] | None
     """One connection to one of publish.url's servers, or an exception saying why not
     (ConfigProblem for refused credentials); never a credential in a message. `lost` is
     called when the connection ends."""
-    import nats
+    from nats.aio.client import Client
     from nats.errors import Error as NatsError
 
     errors: list[BaseException] = []
@@ -106,9 +107,11 @@ async def connect(cfg: PublishConfig, lost: Callable[[], Awaitable[None]] | None
         **credentials(cfg))
     if lost is not None:
         nc_kw.update(disconnected_cb=lost, closed_cb=lost)
+    nc = Client()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            return await nats.connect(**nc_kw)
+            await nc.connect(**nc_kw)
+            return nc
     except ConfigProblem:
         raise
     except (NatsError, OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
@@ -117,6 +120,15 @@ async def connect(cfg: PublishConfig, lost: Callable[[], Awaitable[None]] | None
         if _auth_refused(text) or any(_auth_refused(str(e)) for e in errors):
             raise ConfigProblem(f"NATS refused the credentials (publish.creds / publish.token_file): "
                                 f"{text}") from None
+        if isinstance(why, ssl.SSLCertVerificationError):
+            raise ConnectionError(f"the certificate of the NATS server at {', '.join(cfg.urls)} is not "
+                                  f"trusted (publish.tls_ca names the CA that signed it): {text}") from None
+        # The server's INFO (read before the handshake) says it wants a client certificate:
+        # without one the handshake fails as "certificate required" or, as often, a bare
+        # "Connection lost", so the INFO is what tells it for certain.
+        if nc._server_info.get("tls_verify") and not cfg.tls_cert:
+            raise ConfigProblem("the NATS server requires a client certificate: set publish.tls_cert "
+                                f"(and publish.tls_key) ({text})") from None
         if isinstance(why, FileNotFoundError | PermissionError | IsADirectoryError):
             raise ConfigProblem(f"publish.creds cannot be read: {text}") from None
         raise ConnectionError(f"cannot connect to NATS at {', '.join(cfg.urls)}: {text}") from None
