@@ -27,6 +27,7 @@ _DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_S = 100 * 365 * 86400  # output.rotate and output.retain
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
+_CREDENTIALS = re.compile(r"^([^:/?#]*://)[^/?#]*@")  # scheme://user:password@ -> hidden in messages
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # a DNS label (underscores do resolve)
 WEEK_S = 7 * 86400.0
 # Every number key -> (lowest, whether the lowest itself is allowed, highest). Beyond the highest
@@ -117,28 +118,31 @@ def check_host(host: str, bracketed: bool = False) -> None:
 def check_url(url: str, api: str, schemes: tuple[str, ...] = ("ws", "wss")) -> None:
     """ValueError unless `url` is a ws:// or wss:// URL (or one of `schemes`) with a host, a
     port from 1 to 65535 if any, no credentials, no fragment, and for v1 no query (the
-    symbol is appended). feed.rest_url passes api "rest" and schemes http, https."""
+    symbol is appended). feed.rest_url passes api "rest" and schemes http, https. A
+    password or token in the URL is never repeated in the message."""
+    shown = _show(_CREDENTIALS.sub(r"\1***@", url))
     if not url.isprintable() or " " in url:
-        raise ValueError(f"contains a space or a control character: {_show(url)}")
+        raise ValueError(f"contains a space or a control character: {shown}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"not a URL ({exc}): {_show(url)}") from None
+        why = str(exc) if "@" not in url else "bad port or host"
+        raise ValueError(f"not a URL ({why}): {shown}") from None
     if parts.scheme not in schemes:
-        raise ValueError(f"must start with {' or '.join(f'{x}://' for x in schemes)}, got {_show(url)}")
+        raise ValueError(f"must start with {' or '.join(f'{x}://' for x in schemes)}, got {shown}")
     if not parts.hostname:
-        raise ValueError(f"has no host: {_show(url)}")
+        raise ValueError(f"has no host: {shown}")
     check_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
     if port == 0:  # websockets would quietly connect to 80 or 443 instead
-        raise ValueError(f"port 0 is not a port to connect to: {_show(url)}")
+        raise ValueError(f"port 0 is not a port to connect to: {shown}")
     if "@" in parts.netloc:
         raise ValueError("must not carry credentials (the URL is logged and written into segment headers)")
     if parts.fragment or url.endswith("#"):
-        raise ValueError(f"must not have a #fragment: {_show(url)}")
+        raise ValueError(f"must not have a #fragment: {shown}")
     if api in ("v1", "rest") and (parts.query or "?" in url):
         why = "(the path is appended)" if api == "rest" else "with api = \"v1\" (the symbol is appended)"
-        raise ValueError(f"must not have a ?query {why}: {_show(url)}")
+        raise ValueError(f"must not have a ?query {why}: {shown}")
 
 
 def symbols_planned(cfg: Config) -> int:

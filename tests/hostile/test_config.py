@@ -402,3 +402,11 @@ def _has_book(path: Path) -> bool:
         return b'"type":"book"' in path.read_bytes()
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("url", ["wss://u:s3cret@ex ample.com", "wss://u:s3cret@host:0",
+                                 "https://u:s3cret@h", "wss://u:s3cret@h:99999", "wss://s3cret@h/#x"])
+def test_a_secret_in_a_url_is_never_repeated_in_the_error(url):
+    with pytest.raises(config.ConfigError) as err:
+        config.from_dict({"feed": {"symbols": ["BTCUSD"], "url": url}})
+    assert "feed.url" in str(err.value) and "s3cret" not in str(err.value)

@@ -2,8 +2,9 @@
 and `collector.read`, each run as a real subprocess.
 
 Memory stays bounded on any input (compression bombs, a multi-GB line, a line over
-`MAX_LINE`): the peak RSS of the reader process (its own and its children's, from
-wait4) stays under `MAX_RSS_MB`. The reader also runs under an address-space limit,
+`MAX_LINE`): the peak RSS of the reader process (VmHWM, which the process reports as it
+exits: wait4's ru_maxrss would also count the test process's own RSS at the fork, which
+grows with the suite) stays under `MAX_RSS_MB`. The reader also runs under an address-space limit,
 only so that a reader that does read everything fails fast with MemoryError instead
 of taking the machine's memory. Files that are not what they should be (a symlink loop,
 a directory, a FIFO, a device, an unreadable file, an empty compressed segment, garbage
@@ -44,7 +45,28 @@ class Run:
     status: int
     out: bytes
     err: str
-    rss_mb: float  # peak resident set of the process and the children it waited for
+    rss_mb: float  # peak resident set of the process after its exec (VmHWM)
+
+
+# Runs `python ARGV...` as python would (-m MODULE or -c CODE), and as the process exits
+# writes its VmHWM (kB) to the file named first.
+_HWM = """\
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def hwm():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kb)
+atexit.register(hwm)
+flag, what = sys.argv.pop(1), sys.argv.pop(1)
+if flag == "-m":
+    sys.argv[0] = what
+    runpy.run_module(what, run_name="__main__", alter_sys=True)
+else:
+    sys.argv[0] = "-c"
+    exec(compile(what, "<string>", "exec"), {"__name__": "__main__"})
+"""
 
 
 def _limits(drop_dac: bool) -> Callable[[], None]:
@@ -57,8 +79,10 @@ def _limits(drop_dac: bool) -> Callable[[], None]:
 
 def run(*argv: str, timeout: float = 40.0, drop_dac: bool = False) -> Run:
     """`python argv...` to completion (killed after `timeout` s: a hang is a failure)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdin=subprocess.DEVNULL,
+    with (tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err,
+          tempfile.NamedTemporaryFile() as hwm):
+        proc = subprocess.Popen([sys.executable, "-c", _HWM, hwm.name, *argv], cwd=ROOT,
+                                stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, preexec_fn=_limits(drop_dac))
         deadline = time.monotonic() + timeout
         hung = False
@@ -75,8 +99,9 @@ def run(*argv: str, timeout: float = 40.0, drop_dac: bool = False) -> Run:
         proc.returncode = os.waitstatus_to_exitcode(wstatus)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
+        reported = Path(hwm.name).read_text()
         result = Run(proc.returncode, out.read(), err.read().decode("utf-8", "replace"),
-                     usage.ru_maxrss / 1024)
+                     int(reported) / 1024 if reported else usage.ru_maxrss / 1024)
     assert not hung, f"{argv[:3]} still running after {timeout} s: {result.err[-2000:]}"
     return result
 

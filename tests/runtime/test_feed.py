@@ -275,10 +275,10 @@ async def test_connection_budget_paces_a_flapping_symbol(sim, tmp_path, api):
     # burst of 2, then one attempt per second: the third connection waits for a token
     cfg = config_for(api, sim, tmp_path, ["BTCUSD"],
                      feed={"connect_burst": 2, "connects_per_minute": 60})
+    t0 = time.monotonic()  # before the first attempt: a slow start must not eat into the pause
     async with running(cfg) as app:
         btc = app.feeds["BTCUSD"]
         await wait_until(lambda: btc.stats.live)
-        t0 = time.monotonic()
         sim.inject("BTCUSD", "close")
         await wait_until(lambda: btc.stats.connects == 2 and btc.stats.live)
         sim.inject("BTCUSD", "close")
