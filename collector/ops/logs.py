@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import BinaryIO, TextIO, cast
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -26,6 +26,29 @@ class _ToStructlog(logging.Handler):
                                        exc_info=record.exc_info or False)
         except Exception:
             self.handleError(record)
+
+
+class _Sink:
+    """stderr that never raises. With its reader gone (a closed pipe, a full disk behind a
+    redirect) a log line is lost, counted, and the collector goes on recording and still
+    stops on SIGTERM (whose handler logs first)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.lost = 0
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._stream.write(data))
+        except (OSError, ValueError):  # BrokenPipeError, EIO, ENOSPC; ValueError: closed
+            self.lost += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def route_libraries(level: str) -> None:
@@ -48,13 +71,13 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     ]
     if stream.isatty():
         processors = shared + [structlog.dev.ConsoleRenderer()]
-        factory: object = structlog.PrintLoggerFactory(stream)
+        factory: object = structlog.PrintLoggerFactory(cast(TextIO, _Sink(stream)))
     else:
         processors = shared + [
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory = structlog.BytesLoggerFactory(cast(BinaryIO, getattr(stream, "buffer", stream)))
+        factory = structlog.BytesLoggerFactory(cast(BinaryIO, _Sink(getattr(stream, "buffer", stream))))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
