@@ -42,7 +42,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from bench.run import ROOT, TICK, cpu_ticks, percentiles, pyspy, stop, written_books
+from bench.run import ROOT, TICK, cpu_ticks, measured_output, percentiles, pyspy, stop, written_books
 from collector.sim import SimExchange, server
 
 _U = re.compile(rb'"u":(\d+)')
@@ -90,23 +90,10 @@ symbols_per_socket = {per_socket}
 max_connects_per_minute = {50 if per_socket > 1 or api == "v1" else 100000}
 snapshot_timeout_s = 30
 
-[book]
-depth = 10
-emit = "every"
-
-[output]
-dir = "{out}"
-rotate = "1d"
-max_segment_mb = 1000000
-compress = "none"
-min_free_mb = 0
-
 [metrics]
 listen = "127.0.0.1:{port}"
 
-[log]
-level = "warning"
-"""
+{measured_output(out)}"""
 
 
 class Collector:

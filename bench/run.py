@@ -179,17 +179,10 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def collector_config(port: int, symbols: list[str], out: Path, transport: str | None) -> str:
-    feed_extra = f'transport = "{transport}"\n' if transport else ""
-    return f"""[feed]
-url = "ws://127.0.0.1:{port}/v1/marketdata"
-symbols = {json.dumps(symbols)}
-snapshot_timeout_s = 120
-stale_after_s = 120
-connect_burst = 5
-max_connects_per_minute = 6000
-{feed_extra}
-[book]
+def measured_output(out: Path) -> str:
+    """The benchmarks' [book] and [output]: every book change written, depth 10, into
+    one uncompressed file per stream that never rotates."""
+    return f"""[book]
 depth = 10
 emit = "every"
 
@@ -203,6 +196,19 @@ min_free_mb = 0
 [log]
 level = "warning"
 """
+
+
+def collector_config(port: int, symbols: list[str], out: Path, transport: str | None) -> str:
+    feed_extra = f'transport = "{transport}"\n' if transport else ""
+    return f"""[feed]
+url = "ws://127.0.0.1:{port}/v1/marketdata"
+symbols = {json.dumps(symbols)}
+snapshot_timeout_s = 120
+stale_after_s = 120
+connect_burst = 5
+max_connects_per_minute = 6000
+{feed_extra}
+{measured_output(out)}"""
 
 
 def contender_cmd(name: str, s: Settings, port: int, symbols: list[str], rundir: Path) -> list[str]:
