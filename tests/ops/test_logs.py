@@ -27,10 +27,15 @@ async def test_a_collector_whose_stderr_reader_is_gone_records_and_stops_on_sigt
     await proc.stderr.readline()  # it has started logging; now nobody reads its stderr
     proc._transport.get_pipe_transport(2).close()  # type: ignore[attr-defined]  # the read end, closed
     current = out / "BTCUSD" / "current.jsonl"
-    deadline = time.monotonic() + 20
-    while not (current.exists() and current.read_bytes().count(b"\n") > 20):
-        assert proc.returncode is None and time.monotonic() < deadline, "not recording"
-        await asyncio.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 15) == 0
+    try:
+        deadline = time.monotonic() + 20
+        while not (current.exists() and current.read_bytes().count(b"\n") > 20):
+            assert proc.returncode is None and time.monotonic() < deadline, "not recording"
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:  # it would not stop: leave no process behind
+            proc.kill()
+            await proc.wait()
     assert current.read_bytes().endswith(b"\n")  # whole lines, flushed at the stop
