@@ -87,14 +87,24 @@ async def run_cli(*args: str, timeout: float = 15) -> tuple[int, bytes, bytes]:
     pipe = asyncio.subprocess.PIPE
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "collector", *args,
                                                 stdout=pipe, stderr=pipe)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:  # timed out: leave no process behind
+            proc.kill()
+            await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out, err
 
 
 async def stop(proc: asyncio.subprocess.Process, logs: Logs, sig: int = signal.SIGTERM) -> int:
     proc.send_signal(sig)
-    code = await asyncio.wait_for(proc.wait(), 15)
+    try:
+        code = await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:  # it would not stop: leave no process behind
+            proc.kill()
+            await proc.wait()
     await logs.task
     return code
 
