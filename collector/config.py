@@ -148,8 +148,8 @@ def check_url(url: str, api: str, schemes: tuple[str, ...] = ("ws", "wss")) -> N
 def symbols_planned(cfg: Config) -> int:
     """How many symbols the descriptor budget plans for: the exact entries of
     feed.symbols, and GLOB_SYMBOLS more when it has a glob."""
-    globs = symbol_rules.has_globs(cfg.feed.symbols)
-    return sum(not symbol_rules.has_globs([s]) for s in cfg.feed.symbols) + (GLOB_SYMBOLS if globs else 0)
+    exact = sum(not symbol_rules.is_glob(s) for s in cfg.feed.symbols)
+    return exact + (GLOB_SYMBOLS if exact < len(cfg.feed.symbols) else 0)
 
 
 def fds_needed(cfg: Config) -> int:
