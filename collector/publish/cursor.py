@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import orjson
 
+from collector.core import versioned
+
 VERSION = 1
 MAX_CURSOR_BYTES = 4096  # a cursor file is read this far, no further
 _ID = re.compile(r"(?P<key>[A-Z0-9]+(?:/raw)?):(?P<s>[0-9]+):(?P<f>-?[0-9]+)(?:\.(?P<d>[0-9]+))?"
@@ -90,14 +92,10 @@ def encode(cursor: Cursor) -> bytes:
 
 def decode(data: bytes, key: str) -> Cursor:
     """The cursor in `data` (a cursor file's bytes) for stream `key`, or CursorError."""
-    if len(data) > MAX_CURSOR_BYTES:
-        raise CursorError(f"larger than {MAX_CURSOR_BYTES} bytes")
     try:
-        rec = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise CursorError(f"not JSON ({exc})") from None
-    if type(rec) is not dict or rec.get("v") != VERSION:
-        raise CursorError(f"not a version {VERSION} cursor")
+        rec = versioned.load(data, MAX_CURSOR_BYTES, VERSION, "cursor")
+    except ValueError as exc:
+        raise CursorError(str(exc)) from None
     if rec.get("key") != key:
         raise CursorError(f"the cursor of {rec.get('key')!r}, not of {key!r}")
     nums = {}

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from collector.core import versioned
+
 STATUS_NAME = ".publisher.json"
 LOCK_NAME = ".publisher.lock"  # one publisher per output directory
 VERSION = 1
@@ -104,14 +106,10 @@ def _stream(key: object, value: object) -> StreamStatus:
 
 def decode(data: bytes) -> Status:
     """The status in `data` (the file's bytes), or StatusError saying what is wrong."""
-    if len(data) > MAX_STATUS_BYTES:
-        raise StatusError(f"larger than {MAX_STATUS_BYTES} bytes")
     try:
-        rec = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StatusError(f"not JSON ({exc})") from None
-    if type(rec) is not dict or rec.get("v") != VERSION:
-        raise StatusError(f"not a version {VERSION} status")
+        rec = versioned.load(data, MAX_STATUS_BYTES, VERSION, "status")
+    except ValueError as exc:
+        raise StatusError(str(exc)) from None
     streams = rec.get("streams")
     if type(streams) is not dict:
         raise StatusError("streams: not an object")
