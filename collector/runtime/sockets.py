@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -122,16 +123,21 @@ class SharedSocket:
         return link
 
     async def send(self, link: Link, request: bytes) -> None:
-        """Send one of `link`'s requests, within the request-weight budget; its reply
-        is routed back to `link` by its id."""
+        """Send one of `link`'s requests; its reply is routed back to `link` by its id."""
         msg = orjson.loads(request)
-        await self.pool.weigh(limits.request_weight(msg.get("params") or ()))
-        if self.ws is not None and link.ended is None:  # else the link already has its break
-            self._owners[msg["id"]] = link
-            try:
-                await self.ws.send(request, text=True)
-            except ConnectionClosed:
-                pass  # the reader ends every link with the break
+        self._owners[msg["id"]] = link
+        await self._send(request, msg.get("params") or (), link)
+
+    async def _send(self, request: bytes, streams: Sequence[str], link: Link | None = None) -> None:
+        """Send a request within the request-weight budget, unless the socket (or the
+        link it is for) already has its break."""
+        await self.pool.weigh(limits.request_weight(streams))
+        if self.ws is None or self.gone or (link is not None and link.ended is not None):
+            return
+        try:
+            await self.ws.send(request, text=True)
+        except ConnectionClosed:
+            pass  # the reader ends every link with the break
 
     def leave(self, link: Link) -> None:
         """A feed is done with its link. While the socket lives, its streams are
@@ -147,18 +153,9 @@ class SharedSocket:
             self.close()
         elif not self.pool.closing and link.ended is None and self.ws is not None:
             names = streams(link.symbol, self.pool.cfg.trades)
-            req = unsubscribe_request(names, next(self.ids))
-            task = asyncio.create_task(self._unsubscribe(req, len(names)))
+            task = asyncio.create_task(self._send(unsubscribe_request(names, next(self.ids)), names))
             self.pool.background.add(task)
             task.add_done_callback(self.pool.background.discard)
-
-    async def _unsubscribe(self, req: bytes, weight: int) -> None:
-        await self.pool.weigh(weight)
-        if self.ws is not None and not self.gone:
-            try:
-                await self.ws.send(req, text=True)
-            except ConnectionClosed:
-                pass
 
     def close(self) -> None:
         self.gone = True
