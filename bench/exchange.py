@@ -5,8 +5,9 @@
     .venv/bin/python -m bench.exchange --v1        # also v1's start and blip (about 15 minutes)
     .venv/bin/python -m bench.exchange --quick     # seconds, small sizes: proves it works
 
-The simulator (`SimExchange.whole`) runs in this process, the collector (`collector run`
-through `bench.probe`, which notes the time of every file write) in its own. Runs:
+The collector (`collector run` through `bench.probe`, which notes the time of every file
+write) runs in its own process; the simulator (`SimExchange.whole`) in this one for the
+start and blip runs, in its own (`bench.simproc --whole`) for the load runs. Runs:
 
 * **start / blip** (current API, shared sockets; with `--v1`, v1 too): 10 busy books at
   50 updates/s with 2,000 levels, the rest quiet, Gemini's limits on (a 429 is counted).
@@ -17,8 +18,9 @@ through `bench.probe`, which notes the time of every file write) in its own. Run
 * **load** (current API, `symbols_per_socket` 50 and 1): the busy books at 500 updates/s
   each, 5,000/s in total. Over a window after a warm-up: the collector's CPU time per
   update (/proc/PID/stat over the book records received in the window), and the latency of every book
-  record from the simulator's `ws.send` of its frame (stamped here, keyed by the frame's
-  update id `u`, unique across symbols) to the write that completed its line. The
+  record from the simulator's `ws.send` of its frame (stamped in the simulator's process,
+  keyed by the frame's update id `u`, unique across symbols) to the write that completed
+  its line, also split at the collector's receipt (`recv_ns`). The
   simulator's schedule wakes every millisecond here (5 updates a wake-up, as `bench.run`
   paces its load), not every 5 ms: a burst of 25 frames would put the last one 25 frames'
   work behind the first.
@@ -30,7 +32,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -40,30 +41,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-
-from bench.run import ROOT, TICK, cpu_ticks, measured_output, percentiles, pyspy, stop, written_books
-from collector.sim import SimExchange, server
-
-_U = re.compile(rb'"u":(\d+)')
-
-
-class SendStamps:
-    """`ws.send` of every depth frame, by update id: the simulator runs in this process."""
-
-    def __init__(self) -> None:
-        self.sent: dict[int, int] = {}
-        self.on = False
-        original = ServerConnection.send
-
-        async def send(conn: ServerConnection, message: Any, text: bool | None = None) -> None:
-            if self.on and isinstance(message, bytes) and message.startswith(b'{"e":"depthUpdate"'):
-                m = _U.search(message)
-                if m:
-                    self.sent[int(m.group(1))] = time.time_ns()
-            await original(conn, message, text=text)
-
-        ServerConnection.send = send  # type: ignore[method-assign, assignment]  # the stamp
+from bench.common import load_arrays
+from bench.run import (
+    ROOT,
+    TICK,
+    cpu_ticks,
+    measured_output,
+    percentiles,
+    pyspy,
+    read_port,
+    stop,
+    written_books,
+)
+from collector.sim import SimExchange
 
 
 def free_port() -> int:
@@ -79,12 +69,11 @@ def scrape(port: int) -> str:
         return text
 
 
-def config(sim: SimExchange, out: Path, port: int, api: str, per_socket: int) -> str:
-    url = sim.current_url if api == "current" else sim.ws_url
+def config(url: str, rest_url: str, out: Path, port: int, api: str, per_socket: int) -> str:
     return f"""[feed]
 api = "{api}"
 url = "{url}"
-rest_url = "{sim.rest_url}"
+rest_url = "{rest_url}"
 symbols = ["*"]
 symbols_per_socket = {per_socket}
 max_connects_per_minute = {50 if per_socket > 1 or api == "v1" else 100000}
@@ -97,12 +86,12 @@ listen = "127.0.0.1:{port}"
 
 
 class Collector:
-    def __init__(self, sim: SimExchange, work: Path, name: str, api: str, per_socket: int) -> None:
+    def __init__(self, url: str, rest_url: str, work: Path, name: str, api: str, per_socket: int) -> None:
         self.dir = work / name
         self.dir.mkdir(parents=True)
         self.port = free_port()
         cfg = self.dir / "config.toml"
-        cfg.write_text(config(sim, self.dir / "data", self.port, api, per_socket))
+        cfg.write_text(config(url, rest_url, self.dir / "data", self.port, api, per_socket))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.started = time.monotonic()
         with open(self.dir / "collector.err", "wb") as err:
@@ -153,7 +142,8 @@ async def start_and_blip(args: argparse.Namespace, work: Path, api: str) -> dict
     async with SimExchange.whole(args.symbols, busy=args.busy, rate=args.rate, depth=args.depth,
                                  seed=1, limits=True) as sim:
         listed = list(sim.specs)
-        c = Collector(sim, work, f"start-{api}", api, 50)
+        url = sim.current_url if api == "current" else sim.ws_url
+        c = Collector(url, sim.rest_url, work, f"start-{api}", api, 50)
         try:
             await c.wait_books(listed, args.timeout)
             start_s = time.monotonic() - c.started
@@ -174,16 +164,36 @@ async def start_and_blip(args: argparse.Namespace, work: Path, api: str) -> dict
                 "exit_status": status}
 
 
-async def load(args: argparse.Namespace, work: Path, per_socket: int, stamps: SendStamps) -> dict[str, Any]:
-    server.TICK_S = 0.001  # the simulator's schedule: bursts of 5 updates a millisecond, as bench.run paces
-    async with SimExchange.whole(args.symbols, busy=args.busy, rate=args.load_rate, depth=args.depth,
-                                 seed=2, limits=False) as sim:
-        listed = list(sim.specs)
-        c = Collector(sim, work, f"load-{per_socket}", "current", per_socket)
+class LoadSim:
+    """The load runs' simulator in its own process (`bench.simproc --whole`), as
+    `bench.run` runs its own: in this process it shared a core with the harness and its
+    sends stalled for up to 39 ms, then burst, which showed as collector latency."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, seed: int) -> None:
+        self.stamps = work / f"stamps-{seed}-{time.monotonic_ns()}.bin"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.simproc", "--whole", str(args.symbols), "--busy", str(args.busy),
+             "--rate", str(args.load_rate), "--depth", str(args.depth), "--seed", str(seed),
+             "--stamps", str(self.stamps)], cwd=ROOT, stdout=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        base = f"127.0.0.1:{read_port(self.proc)}"
+        self.url, self.rest_url = f"ws://{base}", f"http://{base}"
+        with urllib.request.urlopen(f"{self.rest_url}/v1/symbols", timeout=10) as r:
+            self.listed = [s.upper() for s in json.load(r)]
+
+    def stop(self) -> dict[int, int]:
+        """Stop it; each depth frame's send time, by update id."""
+        stop(self.proc)
+        _, a = load_arrays(self.stamps)
+        return dict(zip(a["u"], a["send_ns"]))
+
+
+async def load(args: argparse.Namespace, work: Path, per_socket: int) -> dict[str, Any]:
+    sim = LoadSim(args, work, seed=2)
+    try:
+        c = Collector(sim.url, sim.rest_url, work, f"load-{per_socket}", "current", per_socket)
         try:
-            await c.wait_books(listed, args.timeout)
-            stamps.sent.clear()
-            stamps.on = True
+            await c.wait_books(sim.listed, args.timeout)
             await asyncio.sleep(args.warmup)
             # no /metrics scrape in the window: generating it blocks the collector's loop
             profiler = None
@@ -197,19 +207,22 @@ async def load(args: argparse.Namespace, work: Path, per_socket: int, stamps: Se
             if profiler is not None:
                 profiler.wait()
             k1, t1 = cpu_ticks(c.proc.pid), time.time_ns()
-            stamps.on = False
         finally:
             c.stop()
-        books = [(r, written) for r, written in written_books(c.dir / "writes.bin")
-                 if t0 <= r["recv_ns"] < t1]
-        lat = [written - stamps.sent[r["seq"]] for r, written in books
-               if written is not None and r["seq"] in stamps.sent]
-        updates = len(books)
-        cpu_s = (k1 - k0) / TICK
-        return {"symbols_per_socket": per_socket, "updates_per_s": round(updates / ((t1 - t0) / 1e9)),
-                "cpu_util": round(cpu_s / ((t1 - t0) / 1e9), 3),
-                "cpu_us_per_update": round(cpu_s / updates * 1e6, 1) if updates else None,
-                "latency": percentiles(lat)}
+    finally:
+        sent = sim.stop()
+    books = [(r, written) for r, written in written_books(c.dir / "writes.bin")
+             if t0 <= r["recv_ns"] < t1]
+    timed = [(sent[r["seq"]], r["recv_ns"], written) for r, written in books
+             if written is not None and r["seq"] in sent]
+    updates = len(books)
+    cpu_s = (k1 - k0) / TICK
+    return {"symbols_per_socket": per_socket, "updates_per_s": round(updates / ((t1 - t0) / 1e9)),
+            "cpu_util": round(cpu_s / ((t1 - t0) / 1e9), 3),
+            "cpu_us_per_update": round(cpu_s / updates * 1e6, 1) if updates else None,
+            "latency": percentiles([written - sent for sent, _, written in timed]),
+            "latency_recv": percentiles([recv - sent for sent, recv, _ in timed]),
+            "latency_write": percentiles([written - recv for _, recv, written in timed])}
 
 
 def table(res: dict[str, Any]) -> str:
@@ -218,25 +231,27 @@ def table(res: dict[str, Any]) -> str:
              f"{r['blip_back_s']:>14.1f} s {r['peak_rss_mb']:>6.0f} MB {r['sim_429']:>5} "
              f"{r['metrics_scrape_ms']:>6.0f} ms" for r in res["start"]),
            "",
-           "load (5,000 upd/s)        updates/s   CPU  us/update  latency p50/p99/max ms"]
+           "load (5,000 upd/s)        updates/s   CPU  us/update  latency p50/p99/max ms  "
+           "(send->recv p99, recv->written p99)"]
     for r in res["load"]:
         lat = r["latency"]
         out.append(f"symbols_per_socket={r['symbols_per_socket']:<6} {r['updates_per_s']:>12} "
                    f"{r['cpu_util']:>5.2f} {r['cpu_us_per_update'] or 0:>10.1f}  "
-                   f"{lat['p50_ms']}/{lat['p99_ms']}/{lat['max_ms']}")
+                   f"{lat['p50_ms']}/{lat['p99_ms']}/{lat['max_ms']}  "
+                   f"({r['latency_recv']['p99_ms']}, {r['latency_write']['p99_ms']})")
     return "\n".join(out)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    stamps = SendStamps()
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
         res: dict[str, Any] = {"start": [], "load": []}
         for api in () if args.only_load else ("current", "v1") if args.v1 else ("current",):
             res["start"].append(await start_and_blip(args, work, api))
             print(json.dumps(res["start"][-1]), file=sys.stderr, flush=True)
         for per_socket in () if args.no_load else (50, 1):
-            res["load"].append(await load(args, work, per_socket, stamps))
+            res["load"].append(await load(args, work, per_socket))
             print(json.dumps(res["load"][-1]), file=sys.stderr, flush=True)
     return res
 
@@ -257,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, seconds")
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the shared-socket load run into this file (raw folded stacks)")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="work in this new folder and keep it (configs, files, write logs, stamps)")
     p.add_argument("--only-load", action="store_true", help="skip the start/blip runs")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "exchange.json")
     args = p.parse_args(argv)

@@ -11,6 +11,11 @@ the simulator next to nothing beyond sending it; `--market live` keeps the live 
 `--paced N` instead publishes N updates/s in total, round-robin
 over the symbols at fixed intervals (the offered load of the latency runs).
 
+`--whole N --busy B` instead serves the whole exchange (`SimExchange.whole`: N listed
+symbols, B busy ones at `--rate` updates/s with `--depth` levels, the rest quiet; current
+API and REST), its schedule waking every `--tick` seconds; with `--stamps`, every current-API
+depth frame is stamped by its update id `u` (unique across symbols).
+
 `--stamps FILE`: every update frame's send time (`time.time_ns()` just before the
 simulator's `ws.send`), keyed by its eventId (unique across symbols), written at exit.
 `--status FILE`: per-symbol counters rewritten every 0.2 s, for the harness to see that
@@ -25,6 +30,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import time
 
 from websockets.asyncio.server import ServerConnection
@@ -32,10 +38,12 @@ from websockets.protocol import State
 
 from bench.common import UPDATE_PREFIX, dump_arrays, run_until_signal
 from bench.loopmarket import LoopMarket, loop_length
-from collector.sim import SimExchange
+from collector.sim import SimExchange, server
 
 _EID = len(UPDATE_PREFIX)
 _TS = b'"timestamp"'
+_DEPTH = b'{"e":"depthUpdate"'
+_U = re.compile(rb'"u":(\d+)')
 
 
 class CoalescingTransport:
@@ -125,6 +133,36 @@ def install_send_hooks(eids: array.array[int] | None, times: array.array[int] | 
     ServerConnection.send = send  # type: ignore[method-assign,assignment]  # the hook
 
 
+def install_depth_stamps(ids: array.array[int], times: array.array[int]) -> None:
+    """Note when each current-API depth frame is handed to websockets' send, by its `u`."""
+    original = ServerConnection.send
+    now = time.time_ns
+
+    async def send(self: ServerConnection, message, text=None):  # type: ignore[no-untyped-def]  # websockets' send
+        if type(message) is bytes and message.startswith(_DEPTH):
+            m = _U.search(message)
+            if m:
+                times.append(now())
+                ids.append(int(m.group(1)))
+        return await original(self, message, text=text)
+
+    ServerConnection.send = send  # type: ignore[method-assign,assignment]  # the hook
+
+
+async def serve_whole(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    server.TICK_S = args.tick
+    sim = SimExchange.whole(args.whole, busy=args.busy, rate=args.rate, depth=args.depth,
+                            seed=args.seed, limits=False)
+    await sim.start("127.0.0.1", args.port)
+    gc.collect()
+    gc.freeze()  # the books are long-lived: no full collection over them mid-run
+    print(f"port {sim.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
 async def pace(sim: SimExchange, symbols: list[str], total_rate: float) -> None:
     """Publish `total_rate` updates/s, round-robin over the symbols, on a fixed schedule.
 
@@ -161,7 +199,10 @@ def write_status(sim: SimExchange, path: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.simproc")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--symbols", required=True)
+    p.add_argument("--symbols", default="")
+    p.add_argument("--whole", type=int, default=0, help="serve a whole exchange of this many symbols")
+    p.add_argument("--busy", type=int, default=10, help="--whole: busy symbols")
+    p.add_argument("--tick", type=float, default=0.001, help="--whole: the schedule's wake-up, s")
     p.add_argument("--depth", type=int, default=2000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate", type=float, default=0.0, help="per symbol; 0 = maximum")
@@ -177,6 +218,20 @@ def main() -> None:
     args = p.parse_args()
     symbols = [s for s in args.symbols.split(",") if s]
     eids, times = array.array("q"), array.array("q")
+    if args.whole:
+        if args.stamps:
+            install_depth_stamps(eids, times)
+
+        async def whole(stop: asyncio.Event) -> None:
+            try:
+                await serve_whole(args, stop)
+            finally:
+                if args.stamps:
+                    dump_arrays(args.stamps, u=eids, send_ns=times)
+        run_until_signal(whole)
+        return
+    if not symbols:
+        p.error("--symbols or --whole is required")
     install_send_hooks(eids if args.stamps else None, times if args.stamps else None,
                        coalesce=not args.no_coalesce, preframe=not args.no_preframe)
 
