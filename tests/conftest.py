@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from collector.runtime import writer
 from collector.sim import SimExchange
 from tests.helpers.simulator import MakeSim
 
@@ -29,3 +30,17 @@ async def make_sim() -> AsyncIterator[MakeSim]:
     yield factory
     for sim in sims:
         await sim.stop()
+
+
+WriteFn = Callable[[int, Any], int]
+
+
+@pytest.fixture
+def os_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[WriteFn], None]:
+    """Put a function in the writer's place of `os.write` (to inject ENOSPC, short or
+    stuck writes). Every batch then goes to the Python writer thread: the C appender's
+    writes have no such seam (tests/runtime/test_appender.py fails them for real)."""
+    def install(fn: WriteFn) -> None:
+        monkeypatch.setattr(writer, "_os_write", fn)
+        monkeypatch.setattr(writer, "APPENDER", None)
+    return install

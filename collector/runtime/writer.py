@@ -3,14 +3,15 @@
 Feeds `put` each frame's records (whole lines, already rendered) on one bounded
 queue; when it is full they wait, so a book never skips an update. One task
 drains everything queued, groups it by stream (a symbol's records, or its raw
-frames), and hands the batch to one dedicated thread that appends it with as few
-`os.write` calls as it can. A slow disk never blocks the event loop, and the
-thread being single keeps every file's lines in queue order. Each hand-off to the
-thread and back costs far more CPU than the lines it carries (the GIL changes hands),
-so once a batch comes out large, the feeds are busy and the next one is given
-LINGER_S to gather; under light load batches stay small and are written at once.
-Rotation, fsync and the free-space check run on that thread too; compression and
-retention on a second one, so shutdown never waits for them.
+frames), and hands the batch to a thread that appends it with one write per stream,
+so a slow disk never blocks the event loop. A batch of appends to files already open
+goes to the C appender (`_appender.c`, when built), whose thread never takes the GIL;
+a batch that opens or rotates a file, marks a loss, or finds housekeeping due goes to
+the Python writer thread, which does all of that. One batch is in flight at a time,
+which keeps every file's lines in queue order. Each hand-off still costs more than
+the lines it carries, so once a batch comes out large, the feeds are busy and the next
+one is given LINGER_S to gather; under light load batches are written at once.
+Compression and retention run on a third thread, so shutdown never waits for them.
 
 Whole lines only: a write that fails part-way (ENOSPC, EIO) is cut back to the
 last line boundary and the lines it held are counted as dropped; the next
@@ -28,7 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -44,7 +45,12 @@ log = structlog.get_logger("writer")
 
 _STOP = ("", b"")  # sentinel queued by stop(); the writer ends after it
 _CLOSE = bytes(bytearray(b"close"))  # queued by close(symbol), recognised by identity
-_os_write = os.write  # seam: tests inject ENOSPC and short writes here
+_os_write = os.write  # seam: tests inject ENOSPC and short writes here (the Python thread's writes)
+try:
+    from collector.runtime._appender import Appender
+    APPENDER: Callable[[], Appender] | None = Appender  # None: every batch on the Python thread
+except ImportError:  # built without a C compiler
+    APPENDER = None
 _BOOK = b'{"type":"book"'
 _RESYNC = b'{"type":"resync"'
 FREE_CHECK_S = 5.0
@@ -107,6 +113,14 @@ class SegmentFile:
         self.fd = self.dir_fd = -1
 
 
+class Append(NamedTuple):
+    """One stream's part of a batch, as the C appender writes it."""
+    key: str
+    file: SegmentFile
+    chunks: list[bytes]
+    data: bytes
+
+
 class Writer:
     def __init__(self, out: OutputConfig, config_dump: dict[str, Any] | None = None) -> None:
         self.out = out
@@ -136,6 +150,9 @@ class Writer:
         # retention keeps a segment for which this says True (not yet published: publish/)
         self.retain_filter: Callable[[Path], bool] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
+        self._appender: Appender | None = None  # while run() runs, if built
+        self._appended: asyncio.Future[list[tuple[int, int, int]]] | None = None
+        self._io = asyncio.Lock()  # one batch (or reopen) at a time on the files
         self._background = ThreadPoolExecutor(1, thread_name_prefix="collector-compress")
 
     # ---- the loop side --------------------------------------------------------------------
@@ -167,6 +184,9 @@ class Writer:
         queue = self.queue
         stopping = busy = False
         await loop.run_in_executor(self._thread, self._start_up)
+        if APPENDER is not None:
+            self._appender = APPENDER()
+            loop.add_reader(self._appender.fileno(), self._on_appended)
         self.started.set()
         try:
             while not stopping:
@@ -196,12 +216,21 @@ class Writer:
                 busy = taken >= LINGER_ITEMS
                 if batch:
                     began = loop.time()
-                    await loop.run_in_executor(self._thread, self._write_batch, batch)
+                    async with self._io:
+                        appends = self._appends(batch)
+                        if appends is None:
+                            await loop.run_in_executor(self._thread, self._write_batch, batch)
+                        else:
+                            await self._append(appends)
                     self.write_latency.observe(loop.time() - began)
                 if closing is not None:
                     await loop.run_in_executor(self._thread, self._close_stream, closing)
             await loop.run_in_executor(self._thread, self._close_all)
         finally:
+            if self._appender is not None:
+                loop.remove_reader(self._appender.fileno())
+                self._appender.close()  # waits for a batch still in flight
+                self._appender = None
             self._thread.shutdown(wait=True)
             self._background.shutdown(wait=False, cancel_futures=True)
 
@@ -216,7 +245,8 @@ class Writer:
 
     async def reopen(self) -> None:
         """Close every file (fsynced); the next write reopens `current.jsonl` by name."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_all)
+        async with self._io:  # never while the appender writes to them
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_all)
 
     def _idle_timeout(self) -> float:
         """Seconds until the next period boundary or interval fsync is due."""
@@ -225,6 +255,50 @@ class Writer:
         if self.out.fsync == "interval":
             wait = min(wait, self.out.fsync_interval_s)
         return max(wait, 0.001)
+
+    def _appends(self, batch: dict[str, list[bytes]]) -> list[Append] | None:
+        """The batch as appends to open files, for the C appender; None when it needs the
+        Python thread: a file to open or rotate, a loss to mark, housekeeping due."""
+        if self._appender is None:
+            return None
+        now, mono = time.time(), time.monotonic()
+        start = segments.period_start(now, self.period_s)
+        if start != self._rotated_for or mono >= self._next_free_check or (
+                self.out.fsync == "interval" and mono - self._last_fsync >= self.out.fsync_interval_s):
+            return None
+        appends = []
+        for key, chunks in batch.items():
+            f = self.files.get(key)
+            data = b"".join(chunks)
+            if (f is None or f.start != start or self.dropped[key]
+                    or (f.size + len(data) > self.max_bytes and f.size > f.header_size)):
+                return None
+            appends.append(Append(key, f, chunks, data))
+        return appends
+
+    async def _append(self, appends: list[Append]) -> None:
+        """Write the appends on the C appender's thread; a failed one is cut back to its
+        last whole line and counted on the Python thread, as `_write_batch` does."""
+        assert self._appender is not None
+        self._appended = asyncio.get_running_loop().create_future()
+        self._appender.submit([(a.file.fd, a.data) for a in appends])
+        results = await self._appended
+        failed = []
+        for a, (written, err, _) in zip(appends, results, strict=True):
+            if err:
+                failed.append((a, written, OSError(err, os.strerror(err))))
+            else:
+                a.file.size += written
+                a.file.dirty = True
+                self._wrote(a.key, a.chunks, written, a.data.count(b"\n"))
+        if failed:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._cut_back, failed)
+
+    def _on_appended(self) -> None:
+        assert self._appender is not None
+        results = self._appender.results()
+        if results is not None and self._appended is not None and not self._appended.done():
+            self._appended.set_result(results)
 
     # ---- the writer thread --------------------------------------------------------------
 
@@ -264,22 +338,39 @@ class Writer:
                 f = self._file_for(key, now, len(data))
                 f.write(data)
             except OSError as exc:
-                self.write_errors += 1
-                self.dropped_total += lines
-                if not self.dropped[key]:
-                    log.error("write failed, dropping lines", stream=key,
-                              path=str(self.directory / key), error=str(exc), lines=lines)
-                self.dropped[key] += lines
-                self.last_book[key] = None  # the book lines lost may have changed it
+                self._lost(key, lines, exc)
                 continue
-            if self.dropped[key]:
-                log.warning("writing again after loss", stream=key, dropped=self.dropped[key])
-                self.dropped[key] = 0
-            self.bytes_written[key] += len(data)
-            self.lines_written[key] += lines
-            if "/" not in key:
-                self._track_book(key, chunks)
+            self._wrote(key, chunks, len(data), lines)
         self._housekeeping(batch)
+
+    def _cut_back(self, failed: list[tuple[Append, int, OSError]]) -> None:
+        """Appends the C appender could not finish: cut each file back to its last whole
+        line (`SegmentFile.write`'s rule) and count the lines as lost."""
+        for a, written, exc in failed:
+            if written:
+                try:
+                    os.ftruncate(a.file.fd, a.file.size)
+                except OSError as cut:
+                    exc = cut
+            self._lost(a.key, a.data.count(b"\n"), exc)
+
+    def _wrote(self, key: str, chunks: list[bytes], size: int, lines: int) -> None:
+        if self.dropped[key]:
+            log.warning("writing again after loss", stream=key, dropped=self.dropped[key])
+            self.dropped[key] = 0
+        self.bytes_written[key] += size
+        self.lines_written[key] += lines
+        if "/" not in key:
+            self._track_book(key, chunks)
+
+    def _lost(self, key: str, lines: int, exc: OSError) -> None:
+        self.write_errors += 1
+        self.dropped_total += lines
+        if not self.dropped[key]:
+            log.error("write failed, dropping lines", stream=key,
+                      path=str(self.directory / key), error=str(exc), lines=lines)
+        self.dropped[key] += lines
+        self.last_book[key] = None  # the book lines lost may have changed it
 
     def _track_book(self, key: str, chunks: list[bytes]) -> None:
         """Remember the stream's last book record (a resync ends its book)."""

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from collector import config
 from collector.core.health import writer_done
 from collector.ops.monitor import EX_SOFTWARE, Monitor, ProcessWatchdog
-from collector.runtime import writer as writer_mod
 from collector.runtime.writer import Writer
 from tests.helpers.health import feed
 from tests.helpers.notify import NotifySocket
@@ -27,7 +26,7 @@ def make_app(tmp_path: Path, feeds: dict[str, SimpleNamespace] | None = None) ->
     return SimpleNamespace(cfg=cfg, feeds=feeds if feeds is not None else {}, writer=Writer(cfg.output))
 
 
-async def test_ready_watchdog_while_healthy_none_while_writer_stuck_stopping(tmp_path, monkeypatch):
+async def test_ready_watchdog_while_healthy_none_while_writer_stuck_stopping(tmp_path, monkeypatch, os_write):
     gate, entered = threading.Event(), threading.Event()
     gate.set()
 
@@ -36,7 +35,7 @@ async def test_ready_watchdog_while_healthy_none_while_writer_stuck_stopping(tmp
         assert gate.wait(30)
         return os.write(fd, data)
 
-    monkeypatch.setattr(writer_mod, "_os_write", gated_write)
+    os_write(gated_write)
     listener = NotifySocket(str(tmp_path / "notify"))
     app = make_app(tmp_path)
     writer_task = asyncio.create_task(app.writer.run())

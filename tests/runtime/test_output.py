@@ -128,11 +128,10 @@ async def test_a_second_collector_on_the_same_directory_is_refused(sim, tmp_path
     assert reasons(recs) == ["start"]
 
 
-async def test_disk_full_keeps_books_live_and_marks_the_loss(sim, tmp_path, monkeypatch):
+async def test_disk_full_keeps_books_live_and_marks_the_loss(sim, tmp_path, monkeypatch, os_write):
     import errno
     import os
 
-    from collector.runtime import writer as writer_mod
 
     real = os.write
     full = {"on": False}
@@ -142,7 +141,7 @@ async def test_disk_full_keeps_books_live_and_marks_the_loss(sim, tmp_path, monk
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data)
 
-    monkeypatch.setattr(writer_mod, "_os_write", write)
+    os_write(write)
     cfg = make_config(sim.ws_url, tmp_path, SYMBOLS)
     async with running(cfg) as app:
         await wait_until(lambda: all(f.stats.updates >= 50 for f in app.feeds.values()))

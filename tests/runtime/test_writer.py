@@ -83,16 +83,16 @@ def test_cut_partial_line_longer_than_a_chunk(tmp_path):
         os.close(fd)
 
 
-def test_short_writes_complete_the_line(tmp_path, monkeypatch):
+def test_short_writes_complete_the_line(tmp_path, monkeypatch, os_write):
     real = os.write
-    monkeypatch.setattr(writer_mod, "_os_write", lambda fd, data: real(fd, bytes(data[:3])))
+    os_write(lambda fd, data: real(fd, bytes(data[:3])))
     f = SegmentFile(tmp_path, 0)
     f.write(rec("BTCUSD", 1) + rec("BTCUSD", 2))
     f.close()
     assert [r["n"] for r in lines_of(f.path)] == [1, 2]
 
 
-async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
+async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch, os_write):
     real = os.write
     state = {"full": False, "calls": 0}
 
@@ -104,7 +104,7 @@ async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data)
 
-    monkeypatch.setattr(writer_mod, "_os_write", fake_write)
+    os_write(fake_write)
     w = Writer(out_config(tmp_path, queue_size=100, batch_max=1))
     task = asyncio.create_task(w.run())
     await w.put("BTCUSD", rec("BTCUSD", 0))
@@ -128,7 +128,7 @@ async def test_disk_full_is_cut_back_counted_and_marked(tmp_path, monkeypatch):
     assert [r["n"] for r in body(tmp_path / "ETHUSD" / "current.jsonl")] == [0]
 
 
-async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch):
+async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch, os_write):
     """After a batch of LINGER_ITEMS or more the writer waits LINGER_S before taking the
     next, so lines that come meanwhile share one write; after a small batch it does not."""
     real = os.write
@@ -138,7 +138,7 @@ async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch):
         writes.append([orjson.loads(line).get("n") for line in bytes(data).splitlines()])
         return real(fd, data)
 
-    monkeypatch.setattr(writer_mod, "_os_write", recording_write)
+    os_write(recording_write)
     monkeypatch.setattr(writer_mod, "LINGER_S", 0.3)
     w = Writer(out_config(tmp_path))
     task = asyncio.create_task(w.run())
@@ -169,7 +169,7 @@ async def test_a_large_batch_makes_the_next_one_linger(tmp_path, monkeypatch):
     assert body_writes[4:] == [[200, 201, 202], [300], [301], [302]]
 
 
-async def test_no_linger_while_a_whole_batch_is_queued(tmp_path, monkeypatch):
+async def test_no_linger_while_a_whole_batch_is_queued(tmp_path, monkeypatch, os_write):
     """Behind by a batch or more, the writer does not linger: it would fall further behind."""
     real = os.write
     written_at: list[float] = []
@@ -178,7 +178,7 @@ async def test_no_linger_while_a_whole_batch_is_queued(tmp_path, monkeypatch):
         written_at.append(time.monotonic())
         return real(fd, data)
 
-    monkeypatch.setattr(writer_mod, "_os_write", timed_write)
+    os_write(timed_write)
     monkeypatch.setattr(writer_mod, "LINGER_S", 0.5)
     w = Writer(out_config(tmp_path, batch_max=writer_mod.LINGER_ITEMS))
     lines = 3 * writer_mod.LINGER_ITEMS + 10  # three whole batches and a bit, queued at once
