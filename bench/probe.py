@@ -128,36 +128,6 @@ def main() -> int:
                 with open(f"{lag_log}.{os.getpid()}", "w") as f:
                     f.writelines(f"{at} {ns}\n" for at, ns in stalls)
         App._supervise = supervised  # type: ignore[method-assign]  # the probe's hook
-    batch_log = os.environ.get("BENCH_BATCH_LOG")  # experiment: where a writer batch's time goes
-    if batch_log:
-        import atexit
-
-        batches: list[tuple[int, int, int, int, int]] = []
-        init = writer.Writer.__init__
-
-        def traced_init(self: writer.Writer, *a: object, **k: object) -> None:
-            init(self, *a, **k)  # type: ignore[arg-type]
-            submit = self._thread.submit
-
-            def traced_submit(fn: object, *args: object) -> object:
-                queued = time.time_ns()
-
-                def run() -> object:
-                    began = time.time_ns()
-                    try:
-                        return fn(*args)  # type: ignore[operator]
-                    finally:
-                        batch = args[0] if args and isinstance(args[0], dict) else {}
-                        items = sum(map(len, batch.values()))
-                        batches.append((queued, began, time.time_ns(), len(batch), items))
-                return submit(run)
-            self._thread.submit = traced_submit  # type: ignore[method-assign, assignment]
-        writer.Writer.__init__ = traced_init  # type: ignore[method-assign]
-
-        def dump_batches() -> None:
-            with open(f"{batch_log}.{os.getpid()}", "w") as f:
-                f.writelines(" ".join(map(str, b)) + "\n" for b in batches)
-        atexit.register(dump_batches)
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: the GIL hand-over interval
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     try:

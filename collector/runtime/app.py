@@ -80,7 +80,8 @@ def unsafe_paths(directory: Path, symbols: Iterable[str]) -> list[tree.UnsafePat
 
 def use_native_book(environ: Mapping[str, str] = os.environ) -> bool:
     """The C book core when it was built, unless COLLECTOR_PURE_PYTHON=1 asks for the
-    Python reference (the same records, slower)."""
+    Python reference (the same records, slower; the writer then appends from its Python
+    thread too)."""
     return book.HAVE_NATIVE and not environ.get("COLLECTOR_PURE_PYTHON")
 
 
@@ -88,7 +89,7 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.native = use_native_book()
-        self.writer = Writer(cfg.output, config.to_dict(cfg))
+        self.writer = Writer(cfg.output, config.to_dict(cfg), native=self.native)
         per_minute = cfg.feed.max_connects_per_minute
         self.bucket = TokenBucket(per_minute, per_minute, time.monotonic())
         self.pool = (SocketPool(cfg.feed, self.bucket)
@@ -160,7 +161,8 @@ class App:
         audit = asyncio.create_task(self.auditor.run() if self.auditor else asyncio.sleep(0), name="audit")
         publishing = asyncio.create_task(self._start_publisher(), name="publisher-start")
         log.info("started", symbols=list(self.feeds), output=str(self.cfg.output.dir),
-                 url=self.cfg.feed.url, book_core="C" if self.native else "Python")
+                 url=self.cfg.feed.url, book_core="C" if self.native else "Python",
+                 appends="C appender" if self.writer.native else "Python thread")
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop, writer], return_when=asyncio.FIRST_COMPLETED)
         self.monitor.stopping()

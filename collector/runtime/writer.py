@@ -122,8 +122,10 @@ class Append(NamedTuple):
 
 
 class Writer:
-    def __init__(self, out: OutputConfig, config_dump: dict[str, Any] | None = None) -> None:
+    def __init__(self, out: OutputConfig, config_dump: dict[str, Any] | None = None,
+                 native: bool = True) -> None:
         self.out = out
+        self.native = native and APPENDER is not None  # appends to open files on the C appender
         self.directory = out.dir
         self.period_s = out.rotate_s
         self.max_bytes = int(out.max_segment_mb * 2**20)
@@ -184,7 +186,7 @@ class Writer:
         queue = self.queue
         stopping = busy = False
         await loop.run_in_executor(self._thread, self._start_up)
-        if APPENDER is not None:
+        if self.native and APPENDER is not None:
             self._appender = APPENDER()
             loop.add_reader(self._appender.fileno(), self._on_appended)
         self.started.set()

@@ -168,3 +168,35 @@ def test_a_torn_append_is_cut_back_counted_and_marked(tmp_path):
     assert b'"reason":"dropped"' in lines[2] and b'"dropped":1' in lines[2]
     assert lines[3].startswith(b'{"type":"x","symbol":"BTCUSD","n":3,')
     assert len(lines) == 4
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_appends_to_open_files_take_the_c_appender_unless_told_not_to(tmp_path, monkeypatch, native):
+    """The header opens the file on the Python thread; later appends to it go to the C
+    appender, or with native=False (COLLECTOR_PURE_PYTHON=1) through the Python thread."""
+    import asyncio
+
+    from collector import config
+
+    calls = []
+    real = writer_mod._os_write
+
+    def counted(fd, data):
+        calls.append(fd)
+        return real(fd, data)
+    monkeypatch.setattr(writer_mod, "_os_write", counted)
+    out = config.from_dict({"feed": {"symbols": ["BTCUSD"]},
+                            "output": {"dir": str(tmp_path), "batch_max": 1}}).output
+    w = writer_mod.Writer(out, native=native)
+    task = asyncio.create_task(w.run())
+    for n in range(5):
+        await w.put("BTCUSD", b'{"n":%d}\n' % n)
+        while w.lines_written["BTCUSD"] <= n:
+            await asyncio.sleep(0.002)
+    await w.stop()
+    await asyncio.wait_for(task, 10)
+    assert (tmp_path / "BTCUSD" / "current.jsonl").read_bytes().splitlines()[1:] == [
+        b'{"n":%d}' % n for n in range(5)]
+    # the header and the first line (that batch opens the file) on the Python thread, then
+    # the C appender; or every line on the Python thread
+    assert len(calls) == (2 if native else 6)
