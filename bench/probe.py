@@ -46,6 +46,8 @@ def main() -> int:
         return n
 
     writer._os_write = timed_write  # type: ignore[assignment]  # the seam, on purpose
+    if os.environ.get("BENCH_APPENDER") == "0":  # experiment: every batch on the Python thread
+        writer.APPENDER = None
     native = writer.APPENDER
 
     class TimedAppender:

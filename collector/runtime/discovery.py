@@ -1,4 +1,4 @@
-"""The exchange's symbol listing: GET {feed.rest_url}/v1/symbols, off the event loop.
+"""The exchange's symbol listing: GET {feed.rest_url}/v1/symbols (runtime/http.py).
 
 `fetch` returns the listing upper case, or raises `ListingError` saying why it could not
 be read (unreachable, an HTTP error, too big, not a JSON list of symbols). The App
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 
-from collector import __version__
 from collector.core.symbols import SYMBOL
 from collector.gemini.wire import retry_after_s
+from collector.runtime.http import HttpError, get_once
 from collector.runtime.restbudget import PAUSE_S, RestBudget
 
 TIMEOUT_S = 10.0
@@ -35,21 +33,19 @@ class RateLimited(ListingError):
         self.retry_after = retry_after
 
 
-def _get(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={
-        "Accept": "application/json", "User-Agent": f"gemini-collector/{__version__}"})
+async def _get(url: str, timeout: float) -> bytes:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # http(s) only (config)
-            body: bytes = resp.read(MAX_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 429:
-            raise RateLimited(f"HTTP 429 from {url}", exc.headers.get_all("Retry-After") or []) from None
-        raise ListingError(f"HTTP {exc.code} from {url}") from None
-    except (OSError, ValueError) as exc:  # URLError, timeouts, resets
+        async with asyncio.timeout(timeout):
+            answer = await get_once(url, MAX_BYTES)
+    except TimeoutError:
+        raise ListingError(f"cannot read {url}: no answer in {timeout:g} s") from None
+    except (HttpError, OSError, ValueError) as exc:  # unreachable, reset, malformed, too big
         raise ListingError(f"cannot read {url}: {exc}") from None
-    if len(body) > MAX_BYTES:
-        raise ListingError(f"{url}: answer larger than {MAX_BYTES} bytes")
-    return body
+    if answer.status == 429:
+        raise RateLimited(f"HTTP 429 from {url}", answer.header("retry-after"))
+    if answer.status != 200:
+        raise ListingError(f"HTTP {answer.status} from {url}")
+    return answer.body
 
 
 def parse(body: bytes) -> tuple[str, ...]:
@@ -75,7 +71,7 @@ async def fetch(rest_url: str, timeout: float = TIMEOUT_S, budget: RestBudget | 
     if budget is not None:
         await budget.take()
     try:
-        body = await asyncio.to_thread(_get, url, timeout)
+        body = await _get(url, timeout)
     except RateLimited as exc:
         if budget is not None:
             budget.refused(retry_after_s(exc.retry_after, retry_after_max_s) or PAUSE_S)

@@ -168,3 +168,45 @@ async def test_unlisting_on_a_shared_socket_and_the_discovery_metrics(make_sim, 
     assert reasons(read_records(tmp_path, "ETHUSD")) == ["start", "unlisted"]
     for sym in ("BTCUSD", "SOLUSD"):
         assert reasons(read_records(tmp_path, sym)) == ["start"]
+
+
+HOSTILE_ANSWERS = {
+    "busy": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
+    "huge": b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"[" * 2_000_000,
+    "error": b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\n[]",
+    "moved": b"HTTP/1.1 301 Moved\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n",
+    "garbage": b"SSH-2.0-OpenSSH\r\n\r\n",
+    "silent": b"",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_ANSWERS)
+async def test_a_hostile_listing_server_gets_a_clear_listing_error(kind):
+    """Each answer that is no listing is a ListingError saying why, within the timeout."""
+    import asyncio
+
+    from collector.runtime.discovery import RateLimited, fetch
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if HOSTILE_ANSWERS[kind]:
+            writer.write(HOSTILE_ANSWERS[kind])
+            await writer.drain()
+        else:
+            await asyncio.sleep(5)  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ListingError) as caught:
+            await asyncio.wait_for(fetch(f"http://127.0.0.1:{port}", timeout=0.5), 3)
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/v1/symbols" in message
+    expected = {"busy": "HTTP 429", "huge": "cannot read", "error": "HTTP 500", "moved": "HTTP 301",
+                "garbage": "cannot read", "silent": "no answer in 0.5 s"}[kind]
+    assert expected in message, message
+    if kind == "busy":
+        assert isinstance(caught.value, RateLimited) and caught.value.retry_after == ["7"]
