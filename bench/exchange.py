@@ -50,6 +50,7 @@ from bench.run import (
     percentiles,
     pyspy,
     read_port,
+    steal_ticks,
     stop,
     written_books,
 )
@@ -202,11 +203,11 @@ async def load(args: argparse.Namespace, work: Path, per_socket: int) -> dict[st
                     [pyspy() or "py-spy", "record", "--pid", str(c.proc.pid), "--rate", "250", "--gil",
                      "--duration", str(int(args.window)), "--format", "raw", "--output", str(args.profile)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            k0, t0 = cpu_ticks(c.proc.pid), time.time_ns()
+            k0, s0, t0 = cpu_ticks(c.proc.pid), steal_ticks(), time.time_ns()
             await asyncio.sleep(args.window)
             if profiler is not None:
                 profiler.wait()
-            k1, t1 = cpu_ticks(c.proc.pid), time.time_ns()
+            k1, s1, t1 = cpu_ticks(c.proc.pid), steal_ticks(), time.time_ns()
         finally:
             c.stop()
     finally:
@@ -219,6 +220,7 @@ async def load(args: argparse.Namespace, work: Path, per_socket: int) -> dict[st
     cpu_s = (k1 - k0) / TICK
     return {"symbols_per_socket": per_socket, "updates_per_s": round(updates / ((t1 - t0) / 1e9)),
             "cpu_util": round(cpu_s / ((t1 - t0) / 1e9), 3),
+            "steal": round((s1 - s0) / TICK / ((t1 - t0) / 1e9) / (os.cpu_count() or 1), 3),
             "cpu_us_per_update": round(cpu_s / updates * 1e6, 1) if updates else None,
             "latency": percentiles([written - sent for sent, _, written in timed]),
             "latency_recv": percentiles([recv - sent for sent, recv, _ in timed]),
@@ -232,13 +234,13 @@ def table(res: dict[str, Any]) -> str:
              f"{r['metrics_scrape_ms']:>6.0f} ms" for r in res["start"]),
            "",
            "load (5,000 upd/s)        updates/s   CPU  us/update  latency p50/p99/max ms  "
-           "(send->recv p99, recv->written p99)"]
+           "(send->recv p99, recv->written p99)  host steal"]
     for r in res["load"]:
         lat = r["latency"]
         out.append(f"symbols_per_socket={r['symbols_per_socket']:<6} {r['updates_per_s']:>12} "
                    f"{r['cpu_util']:>5.2f} {r['cpu_us_per_update'] or 0:>10.1f}  "
                    f"{lat['p50_ms']}/{lat['p99_ms']}/{lat['max_ms']}  "
-                   f"({r['latency_recv']['p99_ms']}, {r['latency_write']['p99_ms']})")
+                   f"({r['latency_recv']['p99_ms']}, {r['latency_write']['p99_ms']})  {r['steal']:.1%}")
     return "\n".join(out)
 
 

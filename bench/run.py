@@ -88,6 +88,13 @@ def machine_busy_ticks() -> int:
     return v[0] + v[1] + v[2]  # user, nice, system (not irq/softirq: loopback traffic)
 
 
+def steal_ticks() -> int:
+    """Ticks all CPUs together waited for the hypervisor (/proc/stat): on a VM, the host's
+    other guests; latency figures of a window with much of it are the host's, not ours."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -76,6 +76,7 @@ from .current_frames import (
     trade_frames,
 )
 from .faults import Fault, FaultKind, corrupt_level
+from .hub import LOW_WATER
 from .market import Update
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class CurrentConnection(ClosingSocket):
         self._on_unknown_symbol = on_unknown_symbol
         self._admit = admit  # the request-weight limit: None, or why the request is refused
         self._wake = asyncio.Event()
+        self._backlogged = False  # the queue reached LOW_WATER since the sender last ran dry
         self._finish: tuple[int, str] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -158,6 +160,8 @@ class CurrentConnection(ClosingSocket):
             self._drop_slow()
             return
         self.queue.append((hub, frame))
+        if len(self.queue) >= LOW_WATER:
+            self._backlogged = True
         if hub is not None:
             hub.stats.frames_queued += 1
         self._wake.set()
@@ -171,8 +175,13 @@ class CurrentConnection(ClosingSocket):
                         await self._close_clean(*self._finish)
                         return
                     self._wake.clear()
-                    for sub in list(self.subs.values()):
-                        sub.hub.wake_market()
+                    # Only a queue that reached LOW_WATER can have paused a rate-0 market:
+                    # waking every subscribed hub each time the queue ran dry cost a loop
+                    # over all of them (347 on a whole exchange) hundreds of times a second.
+                    if self._backlogged:
+                        self._backlogged = False
+                        for sub in list(self.subs.values()):
+                            sub.hub.wake_market()
                     await self._wake.wait()
                     continue
                 hub, frame = queue.popleft()

@@ -25,7 +25,7 @@ __all__ = ["Subscriber", "SymbolHub"]
 log = logging.getLogger("collector.sim")
 
 K = FaultKind
-_LOW_WATER = 256  # unlimited rate: produce while some connection has fewer queued frames
+LOW_WATER = 256  # unlimited rate: produce while some connection has fewer queued frames
 _BATCH = 64  # unlimited rate: updates per loop turn
 
 
@@ -130,7 +130,7 @@ class SymbolHub:
             await asyncio.sleep(max(0.0, due - loop.time()))
 
     def _has_demand(self) -> bool:
-        return any(c.state is ConnState.LIVE and len(c.queue) < _LOW_WATER
+        return any(c.state is ConnState.LIVE and len(c.queue) < LOW_WATER
                    for c in self.connections.values())
 
     # ---- faults ------------------------------------------------------------------------

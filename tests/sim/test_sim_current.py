@@ -4,6 +4,7 @@ with a raw websockets client and an independent dict book held against the truth
 from __future__ import annotations
 
 import asyncio
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,26 @@ async def test_quiet_book_is_silent_but_pinged(make_sim: MakeSim) -> None:
         assert snap["s"] == "XRPUSD" and snap["b"] and snap["a"]
         await quiet(ws, 0.6)  # a quiet book sends nothing, not even heartbeats
     assert len(pings) >= 3
+
+
+async def test_rate_zero_market_resumes_when_the_socket_drains(make_sim: MakeSim) -> None:
+    # rate 0: the market pauses while the socket's queue holds the low-water mark (256)
+    # and must be woken when the socket drains
+    sim = await make_sim(rate=0.0)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small buffers both ways:
+    sock.connect((sim.host, sim.port))  # unread, the socket fills in a few hundred frames
+    async with ws_connect(url(sim), sock=sock, max_queue=1) as ws:
+        assert sim._server is not None
+        for conn in sim._server.connections:
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        snap = await subscribed(ws, trades=False)
+        await asyncio.sleep(0.5)  # not reading: the queue grows, the market pauses
+        paused = sim.stats["BTCUSD"].updates
+        await asyncio.sleep(0.2)
+        assert sim.stats["BTCUSD"].updates == paused
+        frames = await depth_frames(ws, paused + 500)
+    assert [f["U"] for f in frames] == [snap["u"]] + [f["u"] for f in frames[:-1]]
 
 
 # --- faults -------------------------------------------------------------------------------
