@@ -33,8 +33,7 @@ import zstandard
 from collector.core.format import CURRENT, HEADER_LINE_MAX, SegmentName, header_start_s, parse_header
 from collector.publish.cursor import Cursor, FileId, Position, book_digest, id_prefix
 from collector.runtime import tree
-from collector.tools.decoding import DECODE_ERRORS, MAX_LINE, ReadError
-from collector.tools.decoding import _ZstdRaw as ZstdRaw  # bounded, and reports a cut file
+from collector.tools.decoding import DECODE_ERRORS, MAX_LINE, ReadError, ZstdRaw
 
 log = structlog.get_logger("publish")
 

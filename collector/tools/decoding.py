@@ -3,7 +3,7 @@ reading its lines with a bound on each.
 
 Only regular files are opened (a FIFO, a device or a directory where a segment
 should be is refused, never waited on or read without end). `.zst` files go through
-`_ZstdRaw`, which decodes every frame and raises on a cut (zstandard's own
+`ZstdRaw`, which decodes every frame and raises on a cut (zstandard's own
 stream_reader ends quietly there) and never inflates more than `_ZSTD_SLICE`
 compressed bytes at a time; `.gz` through gzip (which inflates by the read);
 anything else is read as it is. A compressed file of 0 bytes is an error (a
@@ -56,7 +56,7 @@ class ReadError(ValueError):
 DECODE_ERRORS: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
-class _ZstdRaw(io.RawIOBase):
+class ZstdRaw(io.RawIOBase):
     """A zstd file as a raw stream, decoding every frame and raising on truncation
     (zstandard's own stream_reader ends quietly at a cut)."""
 
@@ -145,7 +145,7 @@ def open_binary(path: Path | str) -> IO[bytes]:
         if name.endswith((_ZST, _GZ)) and os.fstat(raw.fileno()).st_size == 0:
             raise ReadError(path, None, "empty compressed file (0 bytes): no data, not even a header")
         if name.endswith(_ZST):
-            return io.BufferedReader(_ZstdRaw(raw, path), _BUF)
+            return io.BufferedReader(ZstdRaw(raw, path), _BUF)
         if name.endswith(_GZ):
             gz = gzip.GzipFile(fileobj=raw, mode="rb")
             gz.myfileobj = raw  # closed with it, as when gzip opens the file itself
