@@ -57,6 +57,9 @@ def main() -> int:
             assert native is not None
             self.appender, self.fds = native(), [0]
 
+        def serve(self) -> None:
+            self.appender.serve()
+
         def fileno(self) -> int:
             return self.appender.fileno()
 

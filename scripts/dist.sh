@@ -55,6 +55,10 @@ step "auditwheel repair"
 PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" repair --wheel-dir "$OUT" "$RAW"
 rm -rf "$OUT/raw"
 WHEEL=$(ls "$OUT"/*.whl)
+case "$WHEEL" in  # glibc 2.17 and later (RHEL 7 on): a C part calling a newer glibc narrows it
+    *manylinux_2_17_x86_64*.whl) ;;
+    *) echo "expected a manylinux_2_17 wheel, got $(basename "$WHEEL")" >&2; exit 1 ;;
+esac
 
 step "checks"
 "$TOOLS/bin/twine" check --strict "$OUT"/*

@@ -89,6 +89,11 @@ def test_the_built_c_parts_are_abi3_and_have_no_runpath(source):
     dynamic = subprocess.run([readelf, "-d", str(path)], capture_output=True, text=True,
                              timeout=30, check=True).stdout
     assert "RUNPATH" not in dynamic and "RPATH" not in dynamic, dynamic
+    # manylinux_2_17: no symbol of a later glibc (pthread_create is 2.34 since glibc moved it)
+    symbols = subprocess.run([readelf, "--dyn-syms", "-W", str(path)], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    needed = {tuple(map(int, v.split("."))) for v in re.findall(r"@GLIBC_(\d+\.\d+(?:\.\d+)?)", symbols)}
+    assert needed and max(needed) <= (2, 17), sorted(needed)
 
 
 @pytest.mark.skipif(os.environ.get("COLLECTOR_DIST_TEST") != "1",
@@ -100,4 +105,4 @@ def test_dist_script_builds_and_checks_the_distributions():
                           text=True, timeout=880, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PASSED" in proc.stdout and "no RUNPATH" in proc.stdout
-    assert re.search(r"gemini_collector-\S+-cp311-abi3-\S*manylinux_2_\d+_x86_64", proc.stdout)
+    assert re.search(r"gemini_collector-\S+-cp311-abi3-\S*manylinux_2_17_x86_64", proc.stdout)

@@ -4,8 +4,12 @@
  * slow disk never stalls the feeds. On a Python thread each batch cost two hand-overs of
  * the GIL: the thread waits to take it while the loop is busy (up to the 5 ms switch
  * interval), and every os.write gives it back and waits again. Here a batch of appends
- * (fd, bytes) is handed to a POSIX thread that writes it without Python at all and
- * signals an eventfd when done; the loop reads the results from its own callback.
+ * (fd, bytes) is handed to a thread that writes it without Python at all and signals an
+ * eventfd when done; the loop reads the results from its own callback.
+ *
+ * The thread is a Python thread running serve(), which lets go of the GIL at once and
+ * takes it again only to return, after close(). Python starts and joins it: creating a
+ * thread here would bind pthread_create of glibc 2.34, and the wheel's manylinux tag with it.
  *
  * One batch at a time: the writer awaits each before the next, which keeps every file's
  * lines in queue order. Each append is written whole or reports how far it got and the
@@ -38,10 +42,9 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int started, stopping, state, efd;
+    int ready, serving, stopping, state, efd;
     Job *jobs;
     PyObject **keep; /* a reference to each job's bytes */
     Py_ssize_t n;
@@ -70,9 +73,8 @@ static void append(Job *j)
     j->t_ns = now_ns();
 }
 
-static void *worker(void *arg)
+static void work(Appender *a)
 {
-    Appender *a = arg;
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (a->state != PENDING && !a->stopping)
@@ -92,7 +94,6 @@ static void *worker(void *arg)
         }
     }
     pthread_mutex_unlock(&a->mu);
-    return NULL;
 }
 
 static void release(Appender *a)
@@ -115,7 +116,7 @@ static int Appender_init(PyObject *self, PyObject *args, PyObject *kw)
             PyErr_SetString(PyExc_TypeError, "Appender() takes no arguments");
         return -1;
     }
-    if (a->started) {
+    if (a->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Appender already initialised");
         return -1;
     }
@@ -126,16 +127,23 @@ static int Appender_init(PyObject *self, PyObject *args, PyObject *kw)
     }
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
-    int rc = pthread_create(&a->thread, NULL, worker, a);
-    if (rc != 0) {
-        close(a->efd);
-        a->efd = -1;
-        errno = rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    a->started = 1;
+    a->ready = 1;
     return 0;
+}
+
+/* serve(): append each batch submitted, without the GIL, until close(). */
+static PyObject *Appender_serve(PyObject *self, PyObject *unused)
+{
+    Appender *a = (Appender *)self;
+    if (!a->ready || a->stopping || a->serving) {
+        PyErr_SetString(PyExc_RuntimeError, "the appender is closed or already served");
+        return NULL;
+    }
+    a->serving = 1;
+    Py_BEGIN_ALLOW_THREADS
+    work(a);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
 }
 
 static PyObject *Appender_fileno(PyObject *self, PyObject *unused)
@@ -152,7 +160,7 @@ static PyObject *Appender_fileno(PyObject *self, PyObject *unused)
 static PyObject *Appender_submit(PyObject *self, PyObject *batch)
 {
     Appender *a = (Appender *)self;
-    if (!a->started || a->stopping) {
+    if (!a->ready || a->stopping) {
         PyErr_SetString(PyExc_ValueError, "the appender is closed");
         return NULL;
     }
@@ -238,36 +246,29 @@ static PyObject *Appender_results(PyObject *self, PyObject *unused)
     return out;
 }
 
-/* Wait for the batch in flight (without the GIL) and end the thread. */
-static void stop(Appender *a)
-{
-    if (!a->started)
-        return;
-    pthread_mutex_lock(&a->mu);
-    a->stopping = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(a->thread, NULL);
-    Py_END_ALLOW_THREADS
-    a->started = 0;
-    release(a);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->cv);
-    if (a->efd >= 0)
-        close(a->efd);
-    a->efd = -1;
-}
-
+/* close(): no more batches; serve() returns once the one in flight is written. */
 static PyObject *Appender_close(PyObject *self, PyObject *unused)
 {
-    stop((Appender *)self);
+    Appender *a = (Appender *)self;
+    if (a->ready) {
+        pthread_mutex_lock(&a->mu);
+        a->stopping = 1;
+        pthread_cond_signal(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
     Py_RETURN_NONE;
 }
 
+/* Gone: serve() has returned (its thread held a reference), so nothing writes. */
 static void Appender_dealloc(PyObject *self)
 {
-    stop((Appender *)self);
+    Appender *a = (Appender *)self;
+    if (a->ready) {
+        release(a);
+        pthread_mutex_destroy(&a->mu);
+        pthread_cond_destroy(&a->cv);
+        close(a->efd);
+    }
     PyTypeObject *tp = Py_TYPE(self);
     freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     tp_free(self);
@@ -288,7 +289,8 @@ static PyMethodDef Appender_methods[] = {
     {"submit", Appender_submit, METH_O, "Append [(fd, bytes), ...] on the thread, in order."},
     {"results", Appender_results, METH_NOARGS,
      "[(written, errno, time_ns), ...] of the finished batch, or None while it runs."},
-    {"close", Appender_close, METH_NOARGS, "Wait for the batch in flight and end the thread."},
+    {"serve", Appender_serve, METH_NOARGS, "Append the batches submitted, without the GIL, until close()."},
+    {"close", Appender_close, METH_NOARGS, "No more batches: serve() returns after the one in flight."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -297,7 +299,7 @@ static PyType_Slot Appender_slots[] = {
     {Py_tp_init, Appender_init},
     {Py_tp_dealloc, Appender_dealloc},
     {Py_tp_methods, Appender_methods},
-    {Py_tp_doc, "Appends batches of (fd, bytes) on a thread of its own, without the GIL."},
+    {Py_tp_doc, "Appends batches of (fd, bytes) on the thread that runs serve(), without the GIL."},
     {0, NULL},
 };
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -153,6 +154,7 @@ class Writer:
         self.retain_filter: Callable[[Path], bool] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
         self._appender: Appender | None = None  # while run() runs, if built
+        self._appender_thread: threading.Thread | None = None  # runs its serve()
         self._appended: asyncio.Future[list[tuple[int, int, int]]] | None = None
         self._io = asyncio.Lock()  # one batch (or reopen) at a time on the files
         self._background = ThreadPoolExecutor(1, thread_name_prefix="collector-compress")
@@ -188,6 +190,9 @@ class Writer:
         await loop.run_in_executor(self._thread, self._start_up)
         if self.native and APPENDER is not None:
             self._appender = APPENDER()
+            self._appender_thread = threading.Thread(target=self._appender.serve, daemon=True,
+                                                     name="collector-appender")
+            self._appender_thread.start()
             loop.add_reader(self._appender.fileno(), self._on_appended)
         self.started.set()
         try:
@@ -231,8 +236,10 @@ class Writer:
         finally:
             if self._appender is not None:
                 loop.remove_reader(self._appender.fileno())
-                self._appender.close()  # waits for a batch still in flight
-                self._appender = None
+                self._appender.close()
+                if self._appender_thread is not None:
+                    self._appender_thread.join()  # after a batch still in flight
+                self._appender = self._appender_thread = None
             self._thread.shutdown(wait=True)
             self._background.shutdown(wait=False, cancel_futures=True)
 

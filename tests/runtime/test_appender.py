@@ -12,6 +12,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,25 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def appender():
-    assert writer_mod.APPENDER is not None, "collector.runtime._appender is not built"
-    return writer_mod.APPENDER()
+@pytest.fixture
+def serve():
+    """Start appenders, each served by a thread of its own as the writer does; at the end
+    each is closed and its thread must end."""
+    served = []
+
+    def start():
+        assert writer_mod.APPENDER is not None, "collector.runtime._appender is not built"
+        a = writer_mod.APPENDER()
+        thread = threading.Thread(target=a.serve, daemon=True)
+        thread.start()
+        served.append((a, thread))
+        return a, thread
+
+    yield start
+    for a, thread in served:
+        a.close()
+        thread.join(10)
+        assert not thread.is_alive()
 
 
 def results(a, timeout=5.0):
@@ -39,8 +56,8 @@ def results(a, timeout=5.0):
     return a.results()
 
 
-def test_appends_in_order_and_reports_each_failure_without_stopping_the_rest(tmp_path):
-    a = appender()
+def test_appends_in_order_and_reports_each_failure_without_stopping_the_rest(tmp_path, serve):
+    a, _ = serve()
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     full = os.open("/dev/full", os.O_WRONLY)
     closed = os.open(tmp_path / "g", os.O_WRONLY | os.O_CREAT)
@@ -56,13 +73,12 @@ def test_appends_in_order_and_reports_each_failure_without_stopping_the_rest(tmp
         a.submit([])
         assert results(a) == []
     finally:
-        a.close()
         os.close(fd)
         os.close(full)
 
 
-def test_one_batch_in_flight_and_close_waits_for_it():
-    a = appender()
+def test_one_batch_in_flight_and_serve_ends_after_it(serve):
+    a, thread = serve()
     r, w = os.pipe()
     data = b"x" * (4 << 20)  # far more than the pipe holds: the append blocks until read
     try:
@@ -76,21 +92,27 @@ def test_one_batch_in_flight_and_close_waits_for_it():
             got += os.read(r, 1 << 20)
         assert [(n, err) for n, err, _ in results(a)] == [(len(data), 0)]
         assert got == data
-        a.submit([(w, b"last")])
-        a.close()  # waits for it
-        assert os.read(r, 100) == b"last"
+        a.submit([(w, b"x" * len(data))])  # blocks again ...
+        a.close()
+        thread.join(0.3)
+        assert thread.is_alive()  # ... and serve() waits for it
+        got = bytearray()
+        while len(got) < len(data):
+            got += os.read(r, 1 << 20)
+        thread.join(10)
+        assert not thread.is_alive()
         a.close()  # again: nothing
         with pytest.raises(ValueError, match="closed"):
             a.submit([])
-        with pytest.raises(ValueError, match="closed"):
-            a.fileno()
+        with pytest.raises(RuntimeError, match="closed"):
+            a.serve()
     finally:
         os.close(r)
         os.close(w)
 
 
-def test_bad_batches_are_refused_whole(tmp_path):
-    a = appender()
+def test_bad_batches_are_refused_whole(tmp_path, serve):
+    a, _ = serve()
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         for bad in ([(fd, "text")], [(fd,)], [b"raw"], [("fd", b"x")], 5):
@@ -100,7 +122,6 @@ def test_bad_batches_are_refused_whole(tmp_path):
         assert [(n, err) for n, err, _ in results(a)] == [(3, 0)]
         assert (tmp_path / "f").read_bytes() == b"ok\n"
     finally:
-        a.close()
         os.close(fd)
 
 
