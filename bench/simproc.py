@@ -32,6 +32,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -103,10 +105,29 @@ def frame(message: bytes, text: bool) -> bytes:
     return bytes((op, 127)) + n.to_bytes(8, "big") + message
 
 
+def v1_update_id(message: Any) -> int | None:
+    """A v1 update frame's eventId; None for anything else, the seq-0 snapshot included
+    (it has no timestamps)."""
+    if message[:_EID] != UPDATE_PREFIX:
+        return None
+    j = message.index(b",", _EID)
+    return int(message[_EID:j]) if message[j + 1:j + 12] == _TS else None
+
+
+def depth_update_id(message: Any) -> int | None:
+    """A current-API depth frame's update id `u` (unique across symbols); None otherwise."""
+    if type(message) is not bytes or not message.startswith(_DEPTH):
+        return None
+    m = _U.search(message)
+    return int(m.group(1)) if m else None
+
+
 def install_send_hooks(eids: array.array[int] | None, times: array.array[int] | None,
-                       coalesce: bool, preframe: bool) -> None:
+                       coalesce: bool, preframe: bool,
+                       update_id: Callable[[Any], int | None] = v1_update_id) -> None:
     """Wrap the server connections' send: coalesce their writes, frame the messages
-    (`preframe`), and note when each update frame is handed over (`eids`/`times`).
+    (`preframe`), and note when each update frame (`update_id`) is handed over
+    (`eids`/`times`).
 
     With `preframe`, an open connection without extensions writes `frame(message)` itself,
     the same bytes websockets would write, and waits only when the transport pushes back
@@ -118,32 +139,14 @@ def install_send_hooks(eids: array.array[int] | None, times: array.array[int] | 
     async def send(self: ServerConnection, message, *, text=None):  # type: ignore[no-untyped-def]  # websockets' send
         if coalesce and type(self.transport) is not CoalescingTransport:  # type: ignore[comparison-overlap]  # it is, once wrapped
             self.transport = CoalescingTransport(self.transport)  # type: ignore[assignment]  # a stand-in
-        if times is not None and message[:_EID] == UPDATE_PREFIX:
-            j = message.index(b",", _EID)
-            if message[j + 1:j + 12] == _TS:  # not the seq-0 snapshot (no timestamps)
-                times.append(now())
-                eids.append(int(message[_EID:j]))  # type: ignore[union-attr]  # an update: bytes
+        if times is not None and (eid := update_id(message)) is not None:
+            times.append(now())
+            eids.append(eid)  # type: ignore[union-attr]  # given with times
         if (preframe and type(message) is bytes and self.protocol.state is State.OPEN
                 and not self.protocol.extensions):
             self.transport.write(frame(message, bool(text)))
             await self.drain()
             return None
-        return await original(self, message, text=text)
-
-    ServerConnection.send = send  # type: ignore[method-assign,assignment]  # the hook
-
-
-def install_depth_stamps(ids: array.array[int], times: array.array[int]) -> None:
-    """Note when each current-API depth frame is handed to websockets' send, by its `u`."""
-    original = ServerConnection.send
-    now = time.time_ns
-
-    async def send(self: ServerConnection, message, text=None):  # type: ignore[no-untyped-def]  # websockets' send
-        if type(message) is bytes and message.startswith(_DEPTH):
-            m = _U.search(message)
-            if m:
-                times.append(now())
-                ids.append(int(m.group(1)))
         return await original(self, message, text=text)
 
     ServerConnection.send = send  # type: ignore[method-assign,assignment]  # the hook
@@ -222,7 +225,7 @@ def main() -> None:
     eids, times = array.array("q"), array.array("q")
     if args.whole:
         if args.stamps:
-            install_depth_stamps(eids, times)
+            install_send_hooks(eids, times, coalesce=False, preframe=False, update_id=depth_update_id)
 
         async def whole(stop: asyncio.Event) -> None:
             try:
